@@ -1,0 +1,23 @@
+"""segzoo: encoder-decoder semantic segmentation models (SegNet, FCN) for PyTorch."""
+
+from .blocks import ConvBNReLU, make_stages
+from .fcn import FCN8s, FCN16s, FCN32s
+from .registry import get_model, list_models
+from .segnet import SegNet, SegNetBasic
+from .vgg import VGG16, VGGEncoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VGG16",
+    "ConvBNReLU",
+    "FCN8s",
+    "FCN16s",
+    "FCN32s",
+    "SegNet",
+    "SegNetBasic",
+    "VGGEncoder",
+    "get_model",
+    "list_models",
+    "make_stages",
+]

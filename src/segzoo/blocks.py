@@ -1,0 +1,64 @@
+"""The one conv-BN-ReLU block and the stage builder every encoder and decoder is made from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+#: A network body described as data: one entry per stage, holding the output width of each conv.
+Stages = Sequence[Sequence[int]]
+
+
+class ConvBNReLU(nn.Sequential):
+    """``conv`` (same padding), optional ``bn``, optional ``relu``: named children, so keys read
+    ``conv.weight`` / ``bn.running_mean`` and map one-to-one onto published checkpoints."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        batch_norm: bool = True,
+        bias: bool = True,
+        relu: bool = True,
+    ) -> None:
+        super().__init__()
+        # bias kept by default even with BN: torchvision's vgg16_bn checkpoint has conv biases
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        if batch_norm:
+            self.bn = nn.BatchNorm2d(out_channels)
+        if relu:
+            self.relu = nn.ReLU(inplace=True)
+
+
+def make_stages(
+    stages: Stages,
+    in_channels: int,
+    batch_norm: bool = True,
+    kernel_size: int = 3,
+    bias: bool = True,
+    relu: bool = True,
+) -> nn.ModuleList:
+    """Build one ``nn.Sequential`` of :class:`ConvBNReLU` blocks per stage.
+
+    ``stages=((64, 64), (128, 128))`` gives two stages of two convs each; every conv's input width
+    is the previous conv's output width, starting from ``in_channels``. Pooling is not part of a
+    stage: SegNet and FCN pool differently (with indices, or to tap pool3/pool4).
+    """
+    if not stages or any(not widths for widths in stages):
+        raise ValueError(f"stages must be a non-empty sequence of non-empty width tuples, got {stages!r}")
+    built = nn.ModuleList()
+    width = in_channels
+    for widths in stages:
+        blocks = []
+        for out in widths:
+            blocks.append(ConvBNReLU(width, out, kernel_size, batch_norm, bias, relu))
+            width = out
+        built.append(nn.Sequential(*blocks))
+    return built
+
+
+def stage_out_channels(stages: Stages) -> list[int]:
+    """Output width of each stage (the width of its last conv)."""
+    return [widths[-1] for widths in stages]

@@ -1,0 +1,186 @@
+"""FCN-32s / FCN-16s / FCN-8s (Long et al., CVPR 2015, arXiv 1411.4038) on the shared VGG16 encoder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._inputs import check_images
+from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict
+from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
+from .weights import BackboneWeights, load_vgg_backbone
+
+Geometry = Literal["default", "caffe"]
+GEOMETRIES = ("default", "caffe")
+
+# Caffe geometry (conv1_1 padding 100, valid fc6): offsets of the crops that align each score map
+# with the upsampled coarser one, and the final crop back to the input (voc-fcn*s reference nets).
+_CAFFE_OFFSETS = {32: {"out": 19}, 16: {"pool4": 5, "out": 27}, 8: {"pool4": 5, "pool3": 9, "out": 31}}
+
+
+def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
+    """(channels, channels, k, k) transposed-conv weight that upsamples each channel bilinearly
+    (Caffe's bilinear filler, per channel: no mixing across channels)."""
+    factor = (kernel_size + 1) // 2
+    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    ramp = 1 - (torch.arange(kernel_size, dtype=torch.float64) - center).abs() / factor
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size, dtype=torch.float64)
+    weight[range(channels), range(channels)] = torch.outer(ramp, ramp)
+    return weight.float()
+
+
+class _FCN(nn.Module):
+    stride: int  # output stride of the coarsest prediction that is upsampled: 32, 16 or 8
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        batch_norm: bool = True,
+        geometry: Geometry = "default",
+        fixed_upsampling: bool = False,
+        weights_backbone: BackboneWeights = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+        self.geometry = geometry
+        caffe = geometry == "caffe"
+        self.encoder = VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=True, first_padding=100 if caffe else None)
+        self.fc6 = nn.Conv2d(FC6_SHAPE[1], FC6_SHAPE[0], FC6_SHAPE[-1], padding=0 if caffe else FC6_SHAPE[-1] // 2)
+        self.fc7 = nn.Conv2d(FC7_SHAPE[1], FC7_SHAPE[0], 1)
+        self.drop6 = nn.Dropout(0.5)
+        self.drop7 = nn.Dropout(0.5)
+        self.score_fr = nn.Conv2d(FC7_SHAPE[0], num_classes, 1)
+        if self.stride <= 16:
+            self.score_pool4 = nn.Conv2d(VGG16[3][-1], num_classes, 1)
+            self.upscore2 = self._upsampler(num_classes, 2, fixed_upsampling)
+        if self.stride == 8:
+            self.score_pool3 = nn.Conv2d(VGG16[2][-1], num_classes, 1)
+            self.upscore_pool4 = self._upsampler(num_classes, 2, fixed_upsampling)
+        self.upscore = self._upsampler(num_classes, self.stride, fixed_upsampling)
+        load_vgg_backbone(
+            nn.ModuleDict({"encoder": self.encoder, "fc6": self.fc6, "fc7": self.fc7}),
+            weights_backbone,
+            batch_norm,
+            progress,
+        )
+
+    def _upsampler(self, num_classes: int, factor: int, fixed: bool) -> nn.ConvTranspose2d:
+        # default geometry pads by factor/2, so the output is exactly factor x the input
+        padding = 0 if self.geometry == "caffe" else factor // 2
+        up = nn.ConvTranspose2d(num_classes, num_classes, 2 * factor, factor, padding, bias=False)
+        with torch.no_grad():
+            up.weight.copy_(bilinear_kernel(num_classes, 2 * factor))
+        up.weight.requires_grad_(not fixed)
+        return up
+
+    @property
+    def num_classes(self) -> int:
+        return self.score_fr.out_channels
+
+    @property
+    def in_channels(self) -> int:
+        return self.encoder.in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)
+        _, _, pool3, pool4, pool5 = self.encoder(x)
+        h = self.drop6(F.relu(self.fc6(pool5)))
+        h = self.score_fr(self.drop7(F.relu(self.fc7(h))))
+        if self.stride <= 16:
+            h = self._fuse(self.upscore2(h), self.score_pool4(pool4), "pool4")
+        if self.stride == 8:
+            h = self._fuse(self.upscore_pool4(h), self.score_pool3(pool3), "pool3")
+        return self._crop(self.upscore(h), x, "out")
+
+    def _fuse(self, upsampled: Tensor, skip: Tensor, tap: str) -> Tensor:
+        if self.geometry == "caffe":
+            return upsampled + self._crop(skip, upsampled, tap)
+        # default geometry: the upsampled map is at least the tap's size (ceil pooling); cut it to
+        # that size unconditionally, so no data-dependent branch stands in the way of export
+        return self._crop(upsampled, skip, tap) + skip
+
+    def _crop(self, x: Tensor, like: Tensor, tap: str) -> Tensor:
+        offset = _CAFFE_OFFSETS[self.stride][tap] if self.geometry == "caffe" else 0
+        return x[:, :, offset : offset + like.shape[-2], offset : offset + like.shape[-1]]
+
+    @classmethod
+    def from_pytorch_fcn(cls, checkpoint: StateDictSource, **kwargs) -> _FCN:
+        """Build this FCN from a state dict (or its file) of the Caffe-faithful PyTorch FCN port.
+
+        That port names its layers ``conv1_1 .. conv5_3, fc6, fc7, score_fr, score_pool4,
+        score_pool3, upscore2, upscore_pool4`` and ``upscore`` / ``upscore16`` / ``upscore8``. The
+        model is built with the Caffe geometry and no BN; ``in_channels`` and ``num_classes`` are read
+        from the weights; ``kwargs`` (e.g. ``fixed_upsampling=True``) go to the constructor.
+        """
+        state = read_state_dict(checkpoint)
+        for key in ("conv1_1.weight", "score_fr.weight"):
+            if key not in state:
+                raise ValueError(f"not a PyTorch FCN port state dict: no {key!r} among {preview_keys(state)}")
+        key_map = _pytorch_fcn_key_map(cls.stride)
+        unknown = [k for k in state if k.rsplit(".", 1)[0] not in key_map]
+        if unknown:
+            raise ValueError(f"unexpected keys for the PyTorch {cls.__name__} port layout: {preview_keys(unknown)}")
+        model = cls(
+            num_classes=state["score_fr.weight"].shape[0],
+            in_channels=state["conv1_1.weight"].shape[1],
+            batch_norm=False,
+            geometry="caffe",
+            **kwargs,
+        )
+        ours = {}
+        for key, value in state.items():
+            layer, param = key.rsplit(".", 1)
+            ours[f"{key_map[layer]}.{param}"] = value
+        load_exact(model, ours, f"the PyTorch {cls.__name__} port checkpoint")
+        return model
+
+
+def _pytorch_fcn_key_map(stride: int) -> dict[str, str]:
+    mapping = {
+        f"conv{s + 1}_{c + 1}": f"encoder.stages.{s}.{c}.conv" for s, widths in enumerate(VGG16) for c in range(len(widths))
+    }
+    mapping.update({name: name for name in ("fc6", "fc7", "score_fr")})
+    if stride <= 16:
+        mapping.update(score_pool4="score_pool4", upscore2="upscore2")
+    if stride == 8:
+        mapping.update(score_pool3="score_pool3", upscore_pool4="upscore_pool4")
+    mapping[{32: "upscore", 16: "upscore16", 8: "upscore8"}[stride]] = "upscore"
+    return mapping
+
+
+_DOC = """{name} (Long et al., `arXiv 1411.4038 <https://arxiv.org/abs/1411.4038>`_): {what}
+
+    VGG16 encoder (``batch_norm=True``: VGG16-BN) with fc6 (7x7, 4096) and fc7 (1x1, 4096) as
+    convolutions, 1x1 score layers, skips fused by addition, transposed convolutions initialised to
+    bilinear upsampling (``fixed_upsampling=True`` freezes them, as the reference release does).
+
+    ``geometry="default"``: ceil-mode pools, 'same'-padded fc6, upsampling by exactly 2x / {stride}x and
+    top-left cuts to each tap's size: any H, W >= 1, about half the FLOPs of the Caffe geometry.
+    ``geometry="caffe"``: conv1_1 padding 100, valid fc6 and the reference crops, so published
+    checkpoints reproduce exactly (see :meth:`from_pytorch_fcn`).
+
+    Input: float (N, in_channels, H, W), any H, W >= 1. Output: logits (N, num_classes, H, W).
+    """
+
+
+class FCN32s(_FCN):
+    __doc__ = _DOC.format(name="FCN-32s", what="one 32x upsampling of the fc7 scores.", stride=32)
+    stride = 32
+
+
+class FCN16s(_FCN):
+    __doc__ = _DOC.format(name="FCN-16s", what="fc7 scores upsampled 2x, fused with pool4 scores, then 16x.", stride=16)
+    stride = 16
+
+
+class FCN8s(_FCN):
+    __doc__ = _DOC.format(
+        name="FCN-8s", what="fc7 scores fused with pool4 then pool3 scores (2x each), then 8x.", stride=8
+    )
+    stride = 8

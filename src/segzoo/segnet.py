@@ -1,0 +1,160 @@
+"""SegNet and SegNet-Basic (Badrinarayanan et al., arXiv 1511.00561)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ._inputs import check_images
+from .blocks import Stages, make_stages
+from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict
+from .pooling import max_pool_with_indices, max_unpool
+from .vgg import VGG16, VGGEncoder
+from .weights import BackboneWeights, load_vgg_backbone
+
+SEGNET_BASIC: Stages = ((64,), (64,), (64,), (64,))
+
+
+def mirror(stages: Stages) -> tuple[tuple[int, ...], ...]:
+    """Decoder widths for an encoder: its stages in reverse, each conv keeping its width except a
+    stage's last, which narrows to the width of the stage below (for the first stage, its own)."""
+    reversed_stages = list(reversed(stages))
+    decoder = []
+    for i, widths in enumerate(reversed_stages):
+        below = reversed_stages[i + 1][-1] if i + 1 < len(reversed_stages) else widths[-1]
+        decoder.append((*widths[:-1], below))
+    return tuple(decoder)
+
+
+class _SegNetBase(nn.Module):
+    """Encoder stages pooled with indices; decoder stages fed by unpooling with those indices."""
+
+    def __init__(self, encoder: VGGEncoder, decoder: nn.ModuleList, classifier: nn.Conv2d) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.classifier = classifier
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_channels
+
+    @property
+    def in_channels(self) -> int:
+        return self.encoder.in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)
+        sizes, indices = [], []
+        for stage in self.encoder.stages:
+            x = stage(x)
+            sizes.append(x.shape[-2:])
+            x, where = max_pool_with_indices(x, self.encoder.ceil_mode)
+            indices.append(where)
+        for stage, where, size in zip(self.decoder, reversed(indices), reversed(sizes)):
+            x = stage(max_unpool(x, where, size))
+        return self.classifier(x)
+
+
+class SegNet(_SegNetBase):
+    """SegNet (`arXiv 1511.00561 <https://arxiv.org/abs/1511.00561>`_): VGG16 encoder, mirrored decoder.
+
+    The 13-conv VGG16(-BN) encoder max-pools after each stage and keeps the argmax indices; the
+    decoder unpools with them (no learned upsampling) and mirrors the encoder's 13 convs, the last of
+    which (conv1_1_D) is the per-pixel classifier: a 3x3 conv to ``num_classes`` raw logits, without
+    BN or ReLU. 29,449,355 parameters for 11 classes.
+
+    Input: float (N, in_channels, H, W), any H, W >= 1 with ``ceil_mode=True`` (the paper's Caffe
+    pooling: 360x480 gives 23x30 at pool5), H, W >= 32 with ``ceil_mode=False``.
+    Output: logits (N, num_classes, H, W).
+
+    ``weights_backbone`` loads ImageNet weights into the encoder (see
+    :func:`segzoo.weights.resolve_backbone_weights`); the decoder stays freshly initialised.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        batch_norm: bool = True,
+        ceil_mode: bool = True,
+        weights_backbone: BackboneWeights = None,
+        progress: bool = True,
+    ) -> None:
+        decoder_stages = mirror(VGG16)
+        # the mirror of conv1_1 is the classifier, so the last decoder stage ends one conv early
+        decoder_stages = (*decoder_stages[:-1], decoder_stages[-1][:-1])
+        super().__init__(
+            VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=ceil_mode),
+            make_stages(decoder_stages, VGG16[-1][-1], batch_norm),
+            nn.Conv2d(VGG16[0][-1], num_classes, 3, padding=1),
+        )
+        load_vgg_backbone(nn.ModuleDict({"encoder": self.encoder}), weights_backbone, batch_norm, progress)
+
+    @classmethod
+    def from_segnet_pytorch(cls, checkpoint: StateDictSource, **kwargs) -> SegNet:
+        """Build a SegNet from a state dict (or its file) of the widely used PyTorch SegNet port.
+
+        That port names its layers ``conv11, bn11, ..., conv53, bn53`` (encoder) and
+        ``conv53d, bn53d, ..., conv12d, bn12d, conv11d`` (decoder; ``conv11d`` is the classifier).
+        ``in_channels`` and ``num_classes`` are read from the weights; ``kwargs`` (e.g. ``ceil_mode``)
+        go to :class:`SegNet`. Outputs equal the port's wherever the port runs (multiples of 32).
+        """
+        state = read_state_dict(checkpoint)
+        for key in ("conv11.weight", "conv11d.weight"):
+            if key not in state:
+                raise ValueError(f"not a PyTorch SegNet port state dict: no {key!r} among {preview_keys(state)}")
+        unknown = [k for k in state if _layer(k) not in _SEGNET_PORT_KEYS]
+        if unknown:
+            raise ValueError(f"unexpected keys for the PyTorch SegNet port layout: {preview_keys(unknown)}")
+        model = cls(num_classes=state["conv11d.weight"].shape[0], in_channels=state["conv11.weight"].shape[1], **kwargs)
+        ours = {_SEGNET_PORT_KEYS[_layer(k)] + k[len(_layer(k)) :]: v for k, v in state.items()}
+        load_exact(model, ours, "the PyTorch SegNet port checkpoint")
+        return model
+
+
+def _layer(key: str) -> str:
+    return key.rsplit(".", 1)[0]
+
+
+def _segnet_port_key_map() -> dict[str, str]:
+    """``conv11`` -> ``encoder.stages.0.0.conv`` ... ``conv11d`` -> ``classifier``, from the stage lists."""
+    mapping = {}
+    for s, widths in enumerate(VGG16):
+        for c in range(len(widths)):
+            port = f"{s + 1}{c + 1}"
+            mapping[f"conv{port}"] = f"encoder.stages.{s}.{c}.conv"
+            mapping[f"bn{port}"] = f"encoder.stages.{s}.{c}.bn"
+    # decoder stage d mirrors encoder stage len-1-d; its convs count down (conv53d, conv52d, conv51d)
+    for d, widths in enumerate(mirror(VGG16)):
+        s = len(VGG16) - d
+        for c in range(len(widths)):
+            port = f"{s}{len(widths) - c}d"
+            if port == "11d":
+                mapping["conv11d"] = "classifier"
+            else:
+                mapping[f"conv{port}"] = f"decoder.{d}.{c}.conv"
+                mapping[f"bn{port}"] = f"decoder.{d}.{c}.bn"
+    return mapping
+
+
+_SEGNET_PORT_KEYS = _segnet_port_key_map()
+
+
+class SegNetBasic(_SegNetBase):
+    """SegNet-Basic (`arXiv 1511.00561 <https://arxiv.org/abs/1511.00561>`_, Section 4.1).
+
+    Four encoder stages of one 7x7, 64-channel conv + BN + ReLU + 2x2 max pooling; four decoder
+    stages of unpooling + 7x7 conv + BN with no ReLU; convs without biases, as the paper states; a
+    1x1 classifier to raw logits. 1,416,075 parameters for 11 classes.
+
+    Input: float (N, in_channels, H, W), any H, W >= 1 (``ceil_mode=True``) or >= 16 (``False``).
+    Output: logits (N, num_classes, H, W).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, ceil_mode: bool = True) -> None:
+        width = SEGNET_BASIC[-1][-1]
+        super().__init__(
+            VGGEncoder(in_channels, True, SEGNET_BASIC, kernel_size=7, bias=False, ceil_mode=ceil_mode),
+            make_stages(mirror(SEGNET_BASIC), width, True, kernel_size=7, bias=False, relu=False),
+            nn.Conv2d(width, num_classes, 1),
+        )
