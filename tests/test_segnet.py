@@ -1,0 +1,83 @@
+"""SegNet / SegNet-Basic structure, and their forward at odd sizes against an independent pooling."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from reference_pooling import pool, unpool
+from segzoo import SegNet, SegNetBasic
+
+
+def _reference_forward(model, x: torch.Tensor, ceil_mode: bool) -> np.ndarray:
+    """The model's own conv stages, wired with the NumPy reference pooling/unpooling."""
+    positions, sizes = [], []
+    h = x
+    for stage in model.encoder.stages:
+        h = stage(h)
+        sizes.append(tuple(h.shape[-2:]))
+        values, where = pool(h.numpy(), ceil_mode)
+        positions.append(where)
+        h = torch.from_numpy(values)
+    for stage, where, size in zip(model.decoder, reversed(positions), reversed(sizes)):
+        h = stage(torch.from_numpy(unpool(h.numpy(), where, size)))
+    return model.classifier(h).numpy()
+
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+@pytest.mark.parametrize("size", [(45, 61), (64, 97), (33, 32)])
+def test_segnet_basic_matches_reference_at_odd_sizes(size, ceil_mode):
+    """Values are unpooled to the right places at odd sizes (a wrong width puts them elsewhere)."""
+    torch.manual_seed(0)
+    model = SegNetBasic(4, ceil_mode=ceil_mode).double().eval()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), _reference_forward(model, x, ceil_mode), rtol=1e-10, atol=1e-10)
+
+
+def test_segnet_matches_reference_at_camvid_like_odd_size():
+    torch.manual_seed(0)
+    model = SegNet(3).double().eval()
+    x = torch.randn(1, 3, 45, 75, dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), _reference_forward(model, x, True), rtol=1e-9, atol=1e-9)
+
+
+def test_segnet_layers():
+    """13 encoder convs with BN+ReLU; 12 decoder conv-BN-ReLU; a 3x3 classifier with no BN/ReLU."""
+    model = SegNet(11)
+    decoder_convs = [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in decoder_convs] == [512, 512, 512, 512, 512, 256, 256, 256, 128, 128, 64, 64]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.decoder.modules()) == 12
+    assert sum(isinstance(m, nn.ReLU) for m in model.decoder.modules()) == 12
+    assert model.classifier.kernel_size == (3, 3) and model.classifier.out_channels == 11
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in model.modules())
+
+
+def test_segnet_logits_are_raw():
+    """Logits may be negative: nothing clamps or normalises them after the classifier."""
+    torch.manual_seed(0)
+    out = SegNet(4).eval()(torch.randn(1, 3, 32, 32))
+    assert (out < 0).any() and (out > 0).any()
+
+
+def test_segnet_basic_layers():
+    """4 + 4 convs, 7x7, 64 channels, no biases, BN everywhere, no ReLU in the decoder, 1x1 classifier."""
+    model = SegNetBasic(11)
+    encoder_convs = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
+    decoder_convs = [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)]
+    assert len(encoder_convs) == len(decoder_convs) == 4
+    for conv in encoder_convs + decoder_convs:
+        assert conv.kernel_size == (7, 7) and conv.out_channels == 64 and conv.bias is None
+    assert not any(isinstance(m, nn.ReLU) for m in model.decoder.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in model.encoder.modules()) == 4
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 8
+    assert model.classifier.kernel_size == (1, 1)
+
+
+@pytest.mark.parametrize(("ceil_mode", "pool5_input"), [(True, (23, 30)), (False, (22, 30))])
+def test_ceil_mode_gives_the_caffe_pool5_size(ceil_mode, pool5_input):
+    """At 360x480, pool5 sees 23x30 with the Caffe SegNet's ceil-mode pooling (22x30 with floor)."""
+    encoder = SegNet(2, ceil_mode=ceil_mode).encoder.eval()
+    with torch.no_grad():
+        assert encoder(torch.randn(1, 3, 360, 480))[3].shape[-2:] == pool5_input
