@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -23,6 +23,12 @@ def preview_keys(keys: Iterable[str], limit: int = 6) -> str:
         return "none"
     more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
     return "[" + ", ".join(keys[:limit]) + more + "]"
+
+
+def rename_layer(key: str, layers: Mapping[str, str]) -> str:
+    """Rename the layer part of ``layer.param`` through ``layers`` (unknown layers stay as they are)."""
+    layer, param = key.rsplit(".", 1)
+    return f"{layers.get(layer, layer)}.{param}"
 
 
 def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
@@ -65,18 +71,25 @@ def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
     return dict(loaded)
 
 
-def load_exact(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+def load_exact(
+    module: nn.Module,
+    state: Mapping[str, Tensor],
+    source: str,
+    source_key: Callable[[str], str] = str,
+) -> None:
     """Load ``state`` into ``module`` only if every key and shape fits; otherwise load nothing.
 
     ``nn.Module.load_state_dict`` copies tensors one by one and reports shape mismatches at the
     end, leaving the module half loaded; this checks everything first. A missing
     ``num_batches_tracked`` is allowed (checkpoints older than PyTorch 0.4.1 lack it).
+    ``source_key`` turns a module key back into the checkpoint's own name for error messages,
+    where ``state`` was renamed from another layout.
     """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
+    missing = [source_key(k) for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [source_key(k) for k in state if k not in expected]
     mismatched = [
-        f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        f"{source_key(k)}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
         for k in expected
         if k in state and state[k].shape != expected[k].shape
     ]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._inputs import check_images
-from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict
+from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
 from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -122,6 +122,9 @@ class _FCN(nn.Module):
         for key in ("conv1_1.weight", "score_fr.weight"):
             if key not in state:
                 raise ValueError(f"not a PyTorch FCN port state dict: no {key!r} among {preview_keys(state)}")
+        variant = next((name for name, final in _PORT_FINAL_UPSAMPLER.items() if f"{final}.weight" in state), None)
+        if variant is not None and variant != cls.__name__:
+            raise ValueError(f"this is a PyTorch {variant} port checkpoint: use {variant}.from_pytorch_fcn")
         key_map = _pytorch_fcn_key_map(cls.stride)
         unknown = [k for k in state if k.rsplit(".", 1)[0] not in key_map]
         if unknown:
@@ -133,11 +136,9 @@ class _FCN(nn.Module):
             geometry="caffe",
             **kwargs,
         )
-        ours = {}
-        for key, value in state.items():
-            layer, param = key.rsplit(".", 1)
-            ours[f"{key_map[layer]}.{param}"] = value
-        load_exact(model, ours, f"the PyTorch {cls.__name__} port checkpoint")
+        ours = {rename_layer(k, key_map): v for k, v in state.items()}
+        port_names = {ours: port for port, ours in key_map.items()}
+        load_exact(model, ours, f"the PyTorch {cls.__name__} port checkpoint", lambda k: rename_layer(k, port_names))
         return model
 
 
@@ -150,8 +151,12 @@ def _pytorch_fcn_key_map(stride: int) -> dict[str, str]:
         mapping.update(score_pool4="score_pool4", upscore2="upscore2")
     if stride == 8:
         mapping.update(score_pool3="score_pool3", upscore_pool4="upscore_pool4")
-    mapping[{32: "upscore", 16: "upscore16", 8: "upscore8"}[stride]] = "upscore"
+    mapping[_PORT_FINAL_UPSAMPLER[f"FCN{stride}s"]] = "upscore"
     return mapping
+
+
+# the port names its last upsampler after the variant; segzoo calls it ``upscore`` in all three
+_PORT_FINAL_UPSAMPLER = {"FCN32s": "upscore", "FCN16s": "upscore16", "FCN8s": "upscore8"}
 
 
 _DOC = """{name} (Long et al., `arXiv 1411.4038 <https://arxiv.org/abs/1411.4038>`_): {what}

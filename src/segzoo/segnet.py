@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from ._inputs import check_images
 from .blocks import Stages, make_stages
-from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict
+from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
 from .pooling import max_pool_with_indices, max_unpool
 from .vgg import VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
@@ -107,8 +107,9 @@ class SegNet(_SegNetBase):
         if unknown:
             raise ValueError(f"unexpected keys for the PyTorch SegNet port layout: {preview_keys(unknown)}")
         model = cls(num_classes=state["conv11d.weight"].shape[0], in_channels=state["conv11.weight"].shape[1], **kwargs)
-        ours = {_SEGNET_PORT_KEYS[_layer(k)] + k[len(_layer(k)) :]: v for k, v in state.items()}
-        load_exact(model, ours, "the PyTorch SegNet port checkpoint")
+        ours = {rename_layer(k, _SEGNET_PORT_KEYS): v for k, v in state.items()}
+        port_names = {ours: port for port, ours in _SEGNET_PORT_KEYS.items()}
+        load_exact(model, ours, "the PyTorch SegNet port checkpoint", lambda k: rename_layer(k, port_names))
         return model
 
 
