@@ -129,11 +129,11 @@ def load_vgg_backbone(target: torch.nn.ModuleDict, weights: BackboneWeights, bat
 
     All-or-nothing: the checkpoint is converted and checked against every key and shape first.
     """
-    state = resolve_backbone_weights(weights, batch_norm, progress)
-    if state is None:
+    if weights is None:
         return
     in_channels = target["encoder"].in_channels
-    if in_channels != 3:
+    if in_channels != 3:  # checked before resolving, so a wrong configuration never downloads
         raise ValueError(f"ImageNet weights expect in_channels=3, the model was built with in_channels={in_channels}")
+    state = resolve_backbone_weights(weights, batch_norm, progress)
     converted = from_torchvision(state, batch_norm, with_fc="fc6" in target)
     load_exact(target, converted, "weights_backbone")
