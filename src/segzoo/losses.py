@@ -1,0 +1,45 @@
+"""Class balancing for the cross-entropy loss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """Median-frequency class weights (SegNet paper, after Eigen & Fergus 2015).
+
+    ``freq(c)`` = pixels of class c / total pixels of the images in which c is present, and
+    ``weight(c) = median(freq) / freq(c)``, the median taken over the classes present anywhere.
+    Pixels labelled ``ignore_index`` are counted nowhere. Classes that never occur get weight 0.
+
+    ``dataset_or_masks`` yields label masks (H, W) or batches of them (N, H, W), as tensors or
+    arrays, or ``(image, mask)`` pairs as a segmentation dataset does. Returns a float32 tensor of
+    ``num_classes`` weights, ready for ``nn.CrossEntropyLoss(weight=...)``.
+    """
+    pixels = np.zeros(num_classes, dtype=np.int64)
+    image_pixels = np.zeros(num_classes, dtype=np.int64)
+    for item in dataset_or_masks:
+        mask = item[-1] if isinstance(item, (tuple, list)) else item
+        mask = mask.numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+        if mask.dtype.kind not in "iu":
+            raise TypeError(f"masks must hold integer class labels, got dtype {mask.dtype}")
+        for single in mask.reshape(-1, *mask.shape[-2:]):
+            labels = single[single != ignore_index] if ignore_index is not None else single.ravel()
+            if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+                outside = sorted(set(np.unique(labels[(labels < 0) | (labels >= num_classes)]).tolist()))[:10]
+                raise ValueError(f"mask holds labels {outside} outside [0, {num_classes}) and ignore_index={ignore_index}")
+            counts = np.bincount(labels.ravel(), minlength=num_classes)
+            pixels += counts
+            image_pixels[counts > 0] += labels.size
+    present = pixels > 0
+    if not present.any():
+        raise ValueError("no labelled pixels found: cannot compute class frequencies")
+    frequency = pixels[present] / image_pixels[present]
+    weights = np.zeros(num_classes)
+    weights[present] = np.median(frequency) / frequency
+    return torch.from_numpy(weights).float()

@@ -1,0 +1,129 @@
+"""Segmentation scores from a confusion matrix, as the SegNet and FCN papers report them.
+
+Global accuracy (pixels right / pixels counted), class-average accuracy (mean over classes of
+per-class recall), mean IoU and frequency-weighted IoU, plus the per-class numbers. A class absent
+from both labels and predictions has no IoU (NaN) and is left out of the means rather than counted
+as 0 or 1; a class absent from the labels likewise has no accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    """Scores of one confusion matrix; per-class tensors are float64 with NaN where undefined."""
+
+    global_accuracy: float
+    class_accuracy: float
+    mean_iou: float
+    fw_iou: float
+    per_class_accuracy: Tensor
+    per_class_iou: Tensor
+
+    def summary(self) -> dict[str, float]:
+        """The four headline numbers, in the papers' order."""
+        return {
+            "global_accuracy": self.global_accuracy,
+            "class_accuracy": self.class_accuracy,
+            "mean_iou": self.mean_iou,
+            "fw_iou": self.fw_iou,
+        }
+
+
+class ConfusionMatrix:
+    """Accumulates a ``(num_classes, num_classes)`` int64 confusion matrix on any device.
+
+    Rows are ground-truth classes, columns predicted classes. Pixels whose label is
+    ``ignore_index`` are not counted. Matrices from several batches, or several processes
+    (:meth:`all_reduce`), add up.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None, device: torch.device | str | None = None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def reset(self) -> None:
+        self.matrix.zero_()
+
+    @torch.no_grad()
+    def update(self, prediction: Tensor, target: Tensor) -> None:
+        """Count one batch.
+
+        ``prediction``: logits or probabilities (N, num_classes, H, W), or labels (N, H, W).
+        ``target``: integer labels (N, H, W) in ``[0, num_classes)`` or ``ignore_index``.
+        """
+        if prediction.dim() == target.dim() + 1:
+            if prediction.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"prediction has {prediction.shape[1]} channels, expected num_classes={self.num_classes}"
+                )
+            prediction = prediction.argmax(1)
+        if prediction.shape != target.shape:
+            raise ValueError(
+                f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} do not match; expected "
+                "(N, num_classes, H, W) or (N, H, W) predictions for (N, H, W) targets"
+            )
+        if prediction.is_floating_point() or target.is_floating_point():
+            raise TypeError(f"labels must be integer tensors, got prediction {prediction.dtype}, target {target.dtype}")
+        counted = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        target, prediction = target[counted].long(), prediction[counted].long()
+        _check_range(target, self.num_classes, self.ignore_index, "target")
+        _check_range(prediction, self.num_classes, None, "prediction")
+        cells = torch.bincount(target * self.num_classes + prediction, minlength=self.num_classes**2)
+        self.matrix += cells.reshape(self.num_classes, self.num_classes).to(self.matrix.device)
+
+    def merge(self, other: ConfusionMatrix) -> None:
+        """Add another accumulator's counts (same ``num_classes``)."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge {other.num_classes} classes into {self.num_classes}")
+        self.matrix += other.matrix.to(self.matrix.device)
+
+    def all_reduce(self, group=None) -> None:
+        """Sum the matrix over the processes of a ``torch.distributed`` group (in place)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM, group=group)
+
+    def compute(self) -> SegmentationScores:
+        return scores_from_confusion(self.matrix)
+
+
+def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
+    """Scores of a confusion matrix (rows: ground truth, columns: prediction)."""
+    m = matrix.detach().to("cpu", torch.float64)
+    hits = m.diagonal()
+    labelled = m.sum(1)
+    predicted = m.sum(0)
+    union = labelled + predicted - hits
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    per_class_accuracy = torch.where(labelled > 0, hits / labelled.clamp(min=1), nan)
+    per_class_iou = torch.where(union > 0, hits / union.clamp(min=1), nan)
+    total = labelled.sum()
+    if total == 0:
+        return SegmentationScores(float("nan"), float("nan"), float("nan"), float("nan"), per_class_accuracy, per_class_iou)
+    present = labelled > 0  # fwIoU weighs by label frequency, so only labelled classes contribute
+    return SegmentationScores(
+        global_accuracy=float(hits.sum() / total),
+        class_accuracy=float(per_class_accuracy.nanmean()),
+        mean_iou=float(per_class_iou.nanmean()),
+        fw_iou=float((labelled[present] / total * per_class_iou[present]).sum()),
+        per_class_accuracy=per_class_accuracy,
+        per_class_iou=per_class_iou,
+    )
+
+
+def _check_range(labels: Tensor, num_classes: int, ignore_index: int | None, what: str) -> None:
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        values = sorted(labels[bad].unique().tolist())[:10]
+        allowed = f"[0, {num_classes})" + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+        raise ValueError(f"{what} holds labels {values} outside {allowed}")

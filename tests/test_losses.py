@@ -1,0 +1,69 @@
+"""Median-frequency class weights against a hand-worked example and on CamVid."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segzoo.losses import median_frequency_weights
+
+# Image A: three 0s and one 1; image B: two 1s, two 2s.
+# pixels: c0 3, c1 3, c2 2; pixels of images containing c: c0 4 (A), c1 8 (A+B), c2 4 (B)
+# freq 3/4, 3/8, 2/4; median 1/2; weights (1/2)/(3/4), (1/2)/(3/8), (1/2)/(1/2)
+MASK_A = np.array([[0, 0], [0, 1]])
+MASK_B = np.array([[1, 1], [2, 2]])
+EXPECTED = [2 / 3, 4 / 3, 1.0]
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+def test_hand_worked_example():
+    weights = median_frequency_weights([MASK_A, MASK_B], num_classes=3)
+    assert weights.dtype == torch.float32
+    assert weights.tolist() == pytest.approx(EXPECTED)
+
+
+def test_ignored_pixels_count_nowhere():
+    b_with_void = np.array([[1, 1, 255], [2, 2, 255]])
+    assert median_frequency_weights([MASK_A, b_with_void], 3, ignore_index=255).tolist() == pytest.approx(EXPECTED)
+
+
+def test_dataset_pairs_and_batches_are_accepted():
+    pairs = [(torch.zeros(3, 2, 2), torch.from_numpy(MASK_A)), (torch.zeros(3, 2, 2), torch.from_numpy(MASK_B))]
+    assert median_frequency_weights(pairs, 3).tolist() == pytest.approx(EXPECTED)
+    batch = torch.from_numpy(np.stack([MASK_A, MASK_B]))
+    assert median_frequency_weights([batch], 3).tolist() == pytest.approx(EXPECTED)
+
+
+def test_absent_class_gets_zero_weight_and_stays_out_of_the_median():
+    assert median_frequency_weights([MASK_A, MASK_B], 4).tolist() == pytest.approx([*EXPECTED, 0.0])
+
+
+def test_weights_plug_into_cross_entropy():
+    weights = median_frequency_weights([MASK_A, MASK_B], 3)
+    loss = torch.nn.CrossEntropyLoss(weight=weights)(torch.randn(2, 3, 2, 2), torch.from_numpy(np.stack([MASK_A, MASK_B])))
+    assert torch.isfinite(loss)
+
+
+def test_bad_masks():
+    with pytest.raises(ValueError, match=r"labels \[3\] outside \[0, 3\)"):
+        median_frequency_weights([np.array([[0, 3]])], 3)
+    with pytest.raises(TypeError, match="integer"):
+        median_frequency_weights([np.zeros((2, 2))], 3)
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        median_frequency_weights([np.full((2, 2), 255)], 3, ignore_index=255)
+
+
+@pytest.mark.skipif(not (CAMVID / "trainannot").is_dir(), reason="CamVid not present at ../shared/data/camvid")
+def test_camvid_train_split():
+    """Real data: the median class weighs 1, rare classes (pole, sign, pedestrian, bicyclist) weigh
+    more than 1 and the big ones (sky, building, road) less."""
+    from PIL import Image
+
+    masks = (np.array(Image.open(p)) for p in sorted((CAMVID / "trainannot").glob("*.png")))
+    weights = median_frequency_weights(masks, num_classes=11, ignore_index=11)
+    assert torch.isfinite(weights).all() and (weights > 0).all()
+    assert weights.median().item() == pytest.approx(1.0)
+    assert all(weights[c] > 1 for c in (2, 6, 9, 10)) and all(weights[c] < 1 for c in (0, 1, 3))
+    print("CamVid train median-frequency weights:", [round(w, 4) for w in weights.tolist()])
