@@ -1,14 +1,17 @@
 """segzoo: encoder-decoder semantic segmentation models (SegNet, FCN) for PyTorch."""
 
+__version__ = "0.1.0"
+
+from .base import SegmentationModel
 from .blocks import ConvBNReLU, make_stages
+from .checkpoint import load, save_checkpoint
 from .fcn import FCN8s, FCN16s, FCN32s
 from .losses import median_frequency_weights
 from .metrics import ConfusionMatrix, SegmentationScores
 from .registry import get_model, list_models
 from .segnet import SegNet, SegNetBasic
+from .train import TrainConfig, Trainer
 from .vgg import VGG16, VGGEncoder
-
-__version__ = "0.1.0"
 
 __all__ = [
     "VGG16",
@@ -19,10 +22,15 @@ __all__ = [
     "FCN32s",
     "SegNet",
     "SegNetBasic",
+    "SegmentationModel",
     "SegmentationScores",
+    "TrainConfig",
+    "Trainer",
     "VGGEncoder",
     "get_model",
     "list_models",
+    "load",
     "make_stages",
     "median_frequency_weights",
+    "save_checkpoint",
 ]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._inputs import check_images
-from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
+from .base import SegmentationModel
+from .state_dict import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
 from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -32,7 +33,7 @@ def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
     return weight.float()
 
 
-class _FCN(nn.Module):
+class _FCN(SegmentationModel):
     stride: int  # output stride of the coarsest prediction that is upsampled: 32, 16 or 8
 
     def __init__(
@@ -49,6 +50,7 @@ class _FCN(nn.Module):
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.geometry = geometry
+        self.fixed_upsampling = fixed_upsampling
         caffe = geometry == "caffe"
         self.encoder = VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=True, first_padding=100 if caffe else None)
         self.fc6 = nn.Conv2d(FC6_SHAPE[1], FC6_SHAPE[0], FC6_SHAPE[-1], padding=0 if caffe else FC6_SHAPE[-1] // 2)
@@ -86,6 +88,16 @@ class _FCN(nn.Module):
     @property
     def in_channels(self) -> int:
         return self.encoder.in_channels
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "batch_norm": self.encoder.batch_norm,
+            "geometry": self.geometry,
+            "fixed_upsampling": self.fixed_upsampling,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from torch import nn
-
+from .base import SegmentationModel
 from .fcn import FCN8s, FCN16s, FCN32s
 from .segnet import SegNet, SegNetBasic
 
-_MODELS: dict[str, type[nn.Module]] = {
+_MODELS: dict[str, type[SegmentationModel]] = {
     "segnet": SegNet,
     "segnet_basic": SegNetBasic,
     "fcn32s": FCN32s,
@@ -21,8 +20,16 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def get_model(name: str, **kwargs) -> nn.Module:
+def get_model(name: str, **kwargs) -> SegmentationModel:
     """Build the model registered as ``name`` with ``kwargs`` (e.g. ``num_classes=11``)."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
     return _MODELS[name](**kwargs)
+
+
+def model_name(model: SegmentationModel) -> str:
+    """The registry name of ``model``'s class (the inverse of :func:`get_model`)."""
+    for name, cls in _MODELS.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered segzoo model; registered: {list_models()}")

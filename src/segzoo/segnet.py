@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ._inputs import check_images
+from .base import SegmentationModel
 from .blocks import Stages, make_stages
-from .checkpoint import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
+from .state_dict import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
 from .pooling import max_pool_with_indices, max_unpool
 from .vgg import VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
@@ -25,7 +28,7 @@ def mirror(stages: Stages) -> tuple[tuple[int, ...], ...]:
     return tuple(decoder)
 
 
-class _SegNetBase(nn.Module):
+class _SegNetBase(SegmentationModel):
     """Encoder stages pooled with indices; decoder stages fed by unpooling with those indices."""
 
     def __init__(self, encoder: VGGEncoder, decoder: nn.ModuleList, classifier: nn.Conv2d) -> None:
@@ -89,6 +92,15 @@ class SegNet(_SegNetBase):
             nn.Conv2d(VGG16[0][-1], num_classes, 3, padding=1),
         )
         load_vgg_backbone(nn.ModuleDict({"encoder": self.encoder}), weights_backbone, batch_norm, progress)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "batch_norm": self.encoder.batch_norm,
+            "ceil_mode": self.encoder.ceil_mode,
+        }
 
     @classmethod
     def from_segnet_pytorch(cls, checkpoint: StateDictSource, **kwargs) -> SegNet:
@@ -159,3 +171,7 @@ class SegNetBasic(_SegNetBase):
             make_stages(mirror(SEGNET_BASIC), width, True, kernel_size=7, bias=False, relu=False),
             nn.Conv2d(width, num_classes, 1),
         )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels, "ceil_mode": self.encoder.ceil_mode}

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import Stages, make_stages
-from .checkpoint import preview_keys
+from .state_dict import preview_keys
 
 VGG16: Stages = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 

@@ -1,0 +1,105 @@
+"""Reading state dicts safely and loading them all-or-nothing."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+StateDictSource = str | os.PathLike | Mapping[str, Tensor]
+
+# Training scripts often wrap the weights; these are the wrappers unwrapped automatically.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def preview_keys(keys: Iterable[str], limit: int = 6) -> str:
+    """``[a, b, ... (N in all)]`` for error messages, or ``none``."""
+    keys = list(keys)
+    if not keys:
+        return "none"
+    more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+    return "[" + ", ".join(keys[:limit]) + more + "]"
+
+
+def rename_layer(key: str, layers: Mapping[str, str]) -> str:
+    """Rename the layer part of ``layer.param`` through ``layers`` (unknown layers stay as they are)."""
+    layer, param = key.rsplit(".", 1)
+    return f"{layers.get(layer, layer)}.{param}"
+
+
+def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
+    """Return a ``{name: tensor}`` dict from a file path or a mapping.
+
+    Files are read with ``torch.load(weights_only=True)``: a file holding a pickled module or any
+    other code-bearing object is refused, never executed. A single wrapper level
+    (``state_dict`` / ``model_state_dict`` / ``model``) is unwrapped.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{path} is not a plain state dict: it holds pickled Python objects (e.g. a whole "
+                "nn.Module saved with torch.save(model)), which are refused rather than executed. "
+                "Save model.state_dict() instead."
+            ) from error
+        except (RuntimeError, EOFError) as error:
+            raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({error})") from error
+        where = str(path)
+    elif isinstance(source, Mapping):
+        loaded, where = source, "the given state dict"
+    else:
+        raise TypeError(f"expected a file path or a state dict (mapping of str to Tensor), got {type(source).__name__}")
+    if isinstance(loaded, nn.Module):
+        raise ValueError(f"{where} is an nn.Module; pass module.state_dict() instead")
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{where} holds a {type(loaded).__name__}, expected a state dict (mapping of str to Tensor)")
+    for key in _WRAPPER_KEYS:
+        if key in loaded and isinstance(loaded[key], Mapping):
+            loaded = loaded[key]
+            break
+    not_tensors = [k for k, v in loaded.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise ValueError(f"{where} is not a state dict: entries {preview_keys(not_tensors)} are not tensors")
+    return dict(loaded)
+
+
+def load_exact(
+    module: nn.Module,
+    state: Mapping[str, Tensor],
+    source: str,
+    source_key: Callable[[str], str] = str,
+) -> None:
+    """Load ``state`` into ``module`` only if every key and shape fits; otherwise load nothing.
+
+    ``nn.Module.load_state_dict`` copies tensors one by one and reports shape mismatches at the
+    end, leaving the module half loaded; this checks everything first. A missing
+    ``num_batches_tracked`` is allowed (checkpoints older than PyTorch 0.4.1 lack it).
+    ``source_key`` turns a module key back into the checkpoint's own name for error messages,
+    where ``state`` was renamed from another layout.
+    """
+    expected = module.state_dict()
+    missing = [source_key(k) for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [source_key(k) for k in state if k not in expected]
+    mismatched = [
+        f"{source_key(k)}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source} does not fit {type(module).__name__}: missing {preview_keys(missing)}, "
+            f"unexpected {preview_keys(unexpected)}, shape mismatches (checkpoint vs model) "
+            f"{preview_keys(mismatched)}"
+        )
+    complete = dict(state)
+    for key, value in expected.items():
+        complete.setdefault(key, value)
+    module.load_state_dict(complete, strict=True)
