@@ -8,13 +8,13 @@ LR scheduler and gradient-scaler states, the epoch, metrics and any extra plain 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
+from ._atomic import atomic_write
 from .base import SegmentationModel
 from .registry import get_model, model_name
 from .state_dict import load_exact
@@ -23,21 +23,10 @@ FORMAT = "segzoo-checkpoint/1"
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it:
-    a reader (or a crash) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` that a reader (or a crash) sees complete or not at all."""
+    with atomic_write(path) as file:
+        torch.save(obj, file)
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, model: SegmentationModel, **state: Any) -> Path:
