@@ -75,6 +75,7 @@ class Trainer:
     ``class_weights`` go to the cross-entropy loss (e.g. :func:`segzoo.median_frequency_weights`).
     With ``out_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever validation
     mIoU improves; :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
+    ``metadata`` (plain values, e.g. class names and normalisation) is stored in every checkpoint.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Trainer:
         device: str | torch.device | None = None,
         out_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -95,6 +97,7 @@ class Trainer:
         self.val_loader = val_loader
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
+        self.metadata = metadata or {}
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
         model.freeze_encoder(self.config.freeze_encoder)
@@ -199,6 +202,7 @@ class Trainer:
             best_mean_iou=self.history.best_mean_iou,
             metrics=self.history.epochs[-1] if self.history.epochs else {},
             rng_state=torch.get_rng_state(),
+            metadata=self.metadata,
         )
 
     def resume(self, path: str | os.PathLike) -> None:

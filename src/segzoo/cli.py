@@ -1,0 +1,186 @@
+"""The ``segzoo`` command: argument parsing and printing around :mod:`segzoo.workflows`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+
+from . import __version__, workflows
+from .metrics import SegmentationScores
+from .registry import get_model, list_models
+from .train import OPTIMIZERS, SCHEDULES, TrainConfig
+
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``segzoo`` and ``python -m segzoo``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        args.run(args)
+    except _USER_ERRORS as error:
+        print(f"segzoo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"segzoo {args.command}: interrupted (completed checkpoints are kept)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segzoo", description="SegNet and FCN semantic segmentation: train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"segzoo {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = _command(commands, "demo", _demo, "train SegNet-Basic on the embedded synthetic shapes (CPU, ~2 minutes)")
+    demo.add_argument("--out", default="segzoo-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--epochs", type=_positive, default=8, help="default: %(default)s")
+    demo.add_argument("--images", type=_positive, default=512, help="training images (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+
+    train = _command(commands, "train", _train, "fine-tune a model on a folder of images and masks")
+    train.add_argument("--model", required=True, choices=list_models())
+    train.add_argument("--data", required=True, help="dataset root folder")
+    train.add_argument("--layout", choices=workflows.LAYOUTS, default="folder",
+                       help="camvid: DATA/{train,trainannot,val,valannot}; folder: DATA/{train,val}/{images,masks} (default: %(default)s)")
+    train.add_argument("--num-classes", type=_positive, help="number of classes (folder layout)")
+    train.add_argument("--ignore-index", type=int, help="mask label to ignore (folder layout)")
+    train.add_argument("--out", default="segzoo-run", help="output folder for checkpoints and pictures (default: %(default)s)")
+    train.add_argument("--weights-backbone", help="DEFAULT / IMAGENET1K_V1 or a torchvision-layout checkpoint file (not for segnet_basic)")
+    train.add_argument("--epochs", type=_positive, default=30)
+    train.add_argument("--batch-size", type=_positive, default=8)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    train.add_argument("--schedule", choices=SCHEDULES, default="poly")
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--crop", type=_positive, nargs=2, metavar=("H", "W"), help="random scale + crop + flip augmentation to HxW")
+    train.add_argument("--train-scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("LOW", "HIGH"), help="scale range with --crop")
+    train.add_argument("--eval-size", type=_positive, nargs=2, metavar=("H", "W"), help="resize for evaluation (and training without --crop)")
+    train.add_argument("--class-weights", choices=("median", "none"), default="none", help="median-frequency balancing")
+    train.add_argument("--freeze-encoder", action="store_true")
+    train.add_argument("--encoder-lr-scale", type=float, default=1.0)
+    train.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    train.add_argument("--accumulate", type=_positive, default=1, help="gradient accumulation steps")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    train.add_argument("--seed", type=int, default=0)
+
+    evaluate = _command(commands, "evaluate", _evaluate, "score a checkpoint on a dataset split")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--layout", choices=workflows.LAYOUTS, default="folder")
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--out", help="also write predictions.png and confusion_matrix.png here")
+    evaluate.add_argument("--batch-size", type=_positive, default=8)
+    evaluate.add_argument("--device")
+
+    predict = _command(commands, "predict", _predict, "write class masks and overlays for images")
+    predict.add_argument("checkpoint")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--device")
+
+    models = _command(commands, "models", _models, "list models with parameters and GFLOPs")
+    models.add_argument("--size", type=_positive, nargs=2, default=(360, 480), metavar=("H", "W"))
+    models.add_argument("--num-classes", type=_positive, default=11)
+    return parser
+
+
+def _command(commands, name: str, run, help_text: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    command.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    command.set_defaults(run=run)
+    return command
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _demo(args: argparse.Namespace) -> None:
+    result = workflows.demo(args.out, epochs=args.epochs, num_images=args.images, seed=args.seed, progress=args.progress)
+    _print_run(result)
+
+
+def _train(args: argparse.Namespace) -> None:
+    if args.weights_backbone and args.model == "segnet_basic":
+        raise ValueError("segnet_basic has no pretrained encoder (the paper trains it from scratch); drop --weights-backbone")
+    train_set, val_set = workflows.datasets(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
+    kwargs = {"num_classes": train_set.num_classes}
+    if args.weights_backbone:
+        kwargs["weights_backbone"] = args.weights_backbone
+    model = get_model(args.model, **kwargs)
+    config = TrainConfig(
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
+        encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
+        accumulate_steps=args.accumulate, seed=args.seed,
+    )  # fmt: skip
+    result = workflows.train(
+        model, train_set, val_set, args.out, config, batch_size=args.batch_size,
+        crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),
+        eval_size=tuple(args.eval_size) if args.eval_size else None,
+        class_weights=None if args.class_weights == "none" else args.class_weights,
+        resume=args.resume, num_workers=args.workers, device=args.device, progress=args.progress,
+    )  # fmt: skip
+    curves = workflows.write_curves(result.history, args.out)
+    if curves is not None:
+        result.files["curves"] = curves
+    _print_run(result)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    scores, class_names, files = workflows.evaluate_checkpoint(
+        args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device
+    )
+    print(format_scores(scores, class_names))
+    _print_files(files)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    for path in workflows.predict_files(args.checkpoint, args.images, args.out, args.device):
+        print(path)
+
+
+def _models(args: argparse.Namespace) -> None:
+    height, width = args.size
+    print(f"| model | class | parameters | GFLOPs at {height}x{width} |")
+    print("|---|---|---:|---:|")
+    for row in workflows.model_table(tuple(args.size), args.num_classes):
+        print(f"| {row['name']} | {row['class']} | {row['params']:,} | {row['gflops']:.1f} |")
+
+
+def format_scores(scores: SegmentationScores, class_names: Sequence[str]) -> str:
+    """The headline numbers in the papers' order, then per-class IoU and accuracy, as markdown."""
+    lines = ["| global acc | class avg acc | mIoU | fwIoU |", "|---:|---:|---:|---:|"]
+    lines.append("| " + " | ".join(_percent(v) for v in scores.summary().values()) + " |")
+    lines += ["", "| class | IoU | accuracy |", "|---|---:|---:|"]
+    for name, iou, accuracy in zip(class_names, scores.per_class_iou.tolist(), scores.per_class_accuracy.tolist()):
+        lines.append(f"| {name} | {_percent(iou)} | {_percent(accuracy)} |")
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _print_run(result: workflows.RunResult) -> None:
+    last = result.history[-1]
+    print(f"{len(result.history)} epochs, {sum(r['seconds'] for r in result.history):.0f} s, final train loss {last['train_loss']:.4f}")
+    print(f"validation scores of the best checkpoint ({result.out_dir / 'best.pt'}):")
+    print(format_scores(result.scores, result.class_names))
+    _print_files(result.files)
+
+
+def _print_files(files: dict) -> None:
+    for name, path in files.items():
+        print(f"{name}: {path}")

@@ -1,0 +1,121 @@
+"""Every ``segzoo`` command end to end on tiny inputs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segzoo
+from segzoo.cli import main
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory):
+    """DATA/{train,val}/{images,masks}: stripes whose class is the row band (learnable, 3 classes)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 3)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(count):
+            mask = np.repeat(np.arange(40) // 14, 48).reshape(40, 48).astype(np.uint8)
+            mask[0, :4] = 255  # ignored pixels
+            image = rng.integers(0, 50, (40, 48, 3), dtype=np.uint8) + (np.minimum(mask, 2)[..., None] * 80).astype(np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(folder_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    status = main([
+        "train", "--model", "segnet_basic", "--data", str(folder_dataset), "--num-classes", "3",
+        "--ignore-index", "255", "--epochs", "2", "--batch-size", "3", "--lr", "0.01", "--out", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert status == 0
+    return out
+
+
+def test_train_writes_checkpoints_and_pictures(trained, capsys):
+    for name in ("best.pt", "last.pt", "predictions.png", "confusion_matrix.png", "curves.png"):
+        assert (trained / name).is_file(), name
+    checkpoint = segzoo.checkpoint.load_checkpoint(trained / "last.pt")
+    assert checkpoint["epoch"] == 2 and checkpoint["metadata"]["ignore_index"] == 255
+
+
+def test_train_resume_continues_to_more_epochs(trained, folder_dataset):
+    status = main([
+        "train", "--model", "segnet_basic", "--data", str(folder_dataset), "--num-classes", "3", "--ignore-index", "255",
+        "--epochs", "3", "--batch-size", "3", "--lr", "0.01", "--out", str(trained), "--resume", "--no-progress",
+    ])  # fmt: skip
+    assert status == 0
+    assert segzoo.checkpoint.load_checkpoint(trained / "last.pt")["epoch"] == 3
+
+
+def test_evaluate_prints_the_papers_numbers(trained, folder_dataset, capsys, tmp_path):
+    assert main(["evaluate", str(trained / "best.pt"), "--data", str(folder_dataset), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| global acc | class avg acc | mIoU | fwIoU |" in out
+    assert (tmp_path / "predictions.png").is_file()
+
+
+def test_predict_writes_index_masks_and_overlays(trained, folder_dataset, tmp_path):
+    images = sorted((folder_dataset / "val" / "images").glob("*.png"))
+    assert main(["predict", str(trained / "best.pt"), *map(str, images), "--out", str(tmp_path)]) == 0
+    model = segzoo.load(trained / "best.pt")
+    for image in images:
+        mask = np.array(Image.open(tmp_path / f"{image.stem}_mask.png"))
+        expected = model.predict(Image.open(image))[0].numpy()
+        np.testing.assert_array_equal(mask, expected)
+        assert Image.open(tmp_path / f"{image.stem}_overlay.png").size == (48, 40)
+
+
+def test_models_table(capsys):
+    assert main(["models", "--size", "64", "64", "--num-classes", "5"]) == 0
+    out = capsys.readouterr().out
+    for name in segzoo.list_models():
+        assert f"| {name} |" in out
+    assert "| segnet | SegNet | 29,445,893 |" in out  # 29,449,355 with 11 classes
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--images", "32", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "background" in out
+    for name in ("best.pt", "predictions.png", "curves.png", "confusion_matrix.png"):
+        assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "segnet_basic", "--data", "/nonexistent", "--num-classes", "3"], "does not exist"),
+        (["train", "--model", "segnet_basic", "--data", "/tmp"], "needs num_classes"),
+        (["train", "--model", "segnet_basic", "--data", "/tmp", "--num-classes", "3", "--weights-backbone", "DEFAULT"], "from scratch"),
+        (["evaluate", "/nonexistent.pt", "--data", "/tmp"], "not found"),
+        (["predict", "/nonexistent.pt", "x.png", "--out", "/tmp/x"], "not found"),
+    ],
+)
+def test_bad_arguments_exit_nonzero_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_argparse_rejects_unknown_model(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "unet", "--data", "x"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_python_m_and_console_script():
+    out = subprocess.run([sys.executable, "-m", "segzoo", "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(command in out for command in ("demo", "train", "evaluate", "predict", "models"))
+    script = Path(sys.executable).parent / "segzoo"  # installed beside the interpreter by pip
+    assert subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True).stdout.strip() == f"segzoo {segzoo.__version__}"
