@@ -15,8 +15,8 @@ from .weights import VGG16_BN_IMAGENET1K_V1
 class SegmentationModel(nn.Module):
     """Base of all segzoo models: ``encoder`` + a head producing (N, num_classes, H, W) logits.
 
-    Subclasses set ``self.encoder`` and implement ``forward`` and ``config`` (the keyword
-    arguments that rebuild the same architecture, used by checkpoints).
+    Subclasses set ``self.encoder`` (which knows its ``in_channels``), implement ``forward`` and
+    ``num_classes``, and extend ``config`` with their options (checkpoints rebuild from it).
     """
 
     encoder: nn.Module
@@ -29,8 +29,17 @@ class SegmentationModel(nn.Module):
         self.encoder_frozen = False
 
     @property
-    def config(self) -> dict[str, Any]:
+    def num_classes(self) -> int:
         raise NotImplementedError
+
+    @property
+    def in_channels(self) -> int:
+        return self.encoder.in_channels
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this architecture; subclasses add their own options."""
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels}
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Stop (or restart) training the encoder: no gradients, and its BatchNorm layers stay in

@@ -132,9 +132,6 @@ def _train(args: argparse.Namespace) -> None:
         class_weights=None if args.class_weights == "none" else args.class_weights,
         resume=args.resume, num_workers=args.workers, device=args.device, progress=args.progress,
     )  # fmt: skip
-    curves = workflows.write_curves(result.history, args.out)
-    if curves is not None:
-        result.files["curves"] = curves
     _print_run(result)
 
 

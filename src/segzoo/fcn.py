@@ -86,14 +86,9 @@ class _FCN(SegmentationModel):
         return self.score_fr.out_channels
 
     @property
-    def in_channels(self) -> int:
-        return self.encoder.in_channels
-
-    @property
     def config(self) -> dict[str, Any]:
         return {
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
+            **super().config,
             "batch_norm": self.encoder.batch_norm,
             "geometry": self.geometry,
             "fixed_upsampling": self.fixed_upsampling,

@@ -41,10 +41,6 @@ class _SegNetBase(SegmentationModel):
     def num_classes(self) -> int:
         return self.classifier.out_channels
 
-    @property
-    def in_channels(self) -> int:
-        return self.encoder.in_channels
-
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)
         sizes, indices = [], []
@@ -95,12 +91,7 @@ class SegNet(_SegNetBase):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "batch_norm": self.encoder.batch_norm,
-            "ceil_mode": self.encoder.ceil_mode,
-        }
+        return {**super().config, "batch_norm": self.encoder.batch_norm, "ceil_mode": self.encoder.ceil_mode}
 
     @classmethod
     def from_segnet_pytorch(cls, checkpoint: StateDictSource, **kwargs) -> SegNet:
@@ -174,4 +165,4 @@ class SegNetBasic(_SegNetBase):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "in_channels": self.in_channels, "ceil_mode": self.encoder.ceil_mode}
+        return {**super().config, "ceil_mode": self.encoder.ceil_mode}

@@ -78,7 +78,8 @@ def train(
     progress: bool = True,
 ) -> RunResult:
     """Fine-tune ``model`` on untransformed datasets (items: uint8 image, int64 mask), writing
-    ``last.pt``, ``best.pt``, a prediction grid and, with matplotlib, curves and a confusion matrix.
+    ``last.pt``, ``best.pt``, ``predictions.png`` and, with matplotlib, ``curves.png`` and
+    ``confusion_matrix.png``; the best checkpoint's validation scores are returned.
 
     ``crop_size`` enables random scale (``train_scale``) + crop + flip augmentation; without it
     images are only normalised (and resized to ``eval_size`` when given). ``class_weights="median"``
@@ -119,6 +120,9 @@ def train(
     history = trainer.fit()
     best = load(out_dir / "best.pt", map_location=trainer.device) if (out_dir / "best.pt").exists() else trainer.model
     scores, files = evaluate(best, val_set, metadata, out_dir, batch_size, device=trainer.device)
+    curves = write_curves(history, out_dir)
+    if curves is not None:
+        files["curves"] = curves
     return RunResult(out_dir, history, scores, tuple(train_set.class_names), files)
 
 
@@ -192,11 +196,7 @@ def demo(
     train_set = SyntheticShapes(num_images, size, seed=seed)
     val_set = SyntheticShapes(128, size, seed=seed + 1)
     config = TrainConfig(epochs=epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seed=seed)
-    result = train(model, train_set, val_set, out_dir, config, batch_size=16, progress=progress)
-    curves = write_curves(result.history, out_dir)
-    if curves is not None:
-        result.files["curves"] = curves
-    return result
+    return train(model, train_set, val_set, out_dir, config, batch_size=16, progress=progress)
 
 
 def evaluate_checkpoint(
