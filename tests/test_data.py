@@ -548,3 +548,24 @@ def test_datasets_import_and_work_without_torchvision(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_synthetic_class_textures_mark_only_the_shapes_with_their_class_pattern():
+    """class_textures adds one square-wave pattern per class inside shapes, nothing elsewhere,
+    and leaves the random layout (masks) unchanged."""
+    plain, textured = SyntheticShapes(8, (64, 64), seed=3), SyntheticShapes(8, (64, 64), seed=3, class_textures=True)
+    ys, xs = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    wave = lambda t: torch.where((t.floor() % 4) < 2, 1.0, -1.0)  # noqa: E731
+    patterns = {1: wave(xs) * wave(ys), 2: wave(xs + ys), 3: wave(xs)}
+    for i in range(8):
+        (image, mask), (image_t, mask_t) = plain[i], textured[i]
+        assert torch.equal(mask, mask_t)
+        difference = image_t.float() - image.float()
+        assert torch.equal(difference[:, mask == 0], torch.zeros_like(difference[:, mask == 0]))
+        for label, pattern in patterns.items():
+            inside = mask == label
+            if inside.sum() < 20:
+                continue
+            moved = difference.mean(0)[inside]
+            agrees = (moved.sign() == pattern[inside]).float()[moved != 0]  # clamped pixels do not move
+            assert agrees.mean() > 0.95, (i, label)

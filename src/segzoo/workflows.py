@@ -190,11 +190,15 @@ def demo(
     seed: int = 0,
     progress: bool = True,
 ) -> RunResult:
-    """Train SegNet-Basic from scratch on the embedded synthetic shapes (no download, CPU-sized)."""
+    """Train SegNet-Basic from scratch on the embedded synthetic shapes (no download, CPU-sized).
+
+    The shapes carry per-class fill textures (``SyntheticShapes(class_textures=True)``): with the
+    outline alone, two CPU minutes of SegNet-Basic reach only about 0.37 validation mIoU.
+    """
     torch.manual_seed(seed)
     model = get_model("segnet_basic", num_classes=SyntheticShapes.num_classes)
-    train_set = SyntheticShapes(num_images, size, seed=seed)
-    val_set = SyntheticShapes(128, size, seed=seed + 1)
+    train_set = SyntheticShapes(num_images, size, seed=seed, class_textures=True)
+    val_set = SyntheticShapes(128, size, seed=seed + 1, class_textures=True)
     config = TrainConfig(epochs=epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seed=seed)
     return train(model, train_set, val_set, out_dir, config, batch_size=16, progress=progress)
 

@@ -20,6 +20,7 @@ from .folder import PairTransform
 _MIN_SIDE = 16  # below this the smallest shapes are a pixel or two and lose their outline
 _EXTENT = (0.12, 0.35)  # shape diameter as a fraction of the shorter image side
 _MIN_CONTRAST = 0.35  # RGB distance (in [0, 1] units) kept between a shape and the background under it
+_TEXTURE_AMPLITUDE = 0.15  # of the [0, 1] range: clearly visible, yet the shape keeps its colour
 
 
 class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
@@ -29,6 +30,11 @@ class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
     size (roughly 12-35% of the shorter side) and colour, with per-pixel noise; later shapes are
     drawn over earlier ones and the mask follows what is visible. Edges are crisp (no
     anti-aliasing), so the mask matches the image pixel for pixel.
+
+    With ``class_textures=True`` every class also has its own fill pattern (disc: checks, square:
+    diagonal stripes, triangle: vertical stripes; colours still random), so classes are separable
+    by local appearance as well as by outline: a few minutes of CPU training then suffice, which
+    is what ``segzoo demo`` uses. Without it, only the outline tells the classes apart.
 
     ``ds[i]`` is ``(image, mask)``: uint8 (3, H, W) and int64 (H, W) for ``size=(H, W)``, or
     whatever ``transforms`` makes of them.
@@ -44,6 +50,7 @@ class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
         size: tuple[int, int] = (64, 64),
         seed: int = 0,
         transforms: PairTransform | None = None,
+        class_textures: bool = False,
     ) -> None:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be an int >= 1, got {num_images!r}")
@@ -61,6 +68,7 @@ class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
         self.size = (int(size[0]), int(size[1]))
         self.seed = seed
         self.transforms = transforms
+        self.class_textures = class_textures
 
     def __len__(self) -> int:
         return self.num_images
@@ -71,13 +79,13 @@ class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
         index %= self.num_images
         # SeedSequence mixes (seed, index) so neighbouring items get unrelated streams
         item_seed = int(np.random.SeedSequence((self.seed, index)).generate_state(1, np.uint64)[0])
-        image, mask = _draw_shapes(self.size, torch.Generator().manual_seed(item_seed))
+        image, mask = _draw_shapes(self.size, torch.Generator().manual_seed(item_seed), self.class_textures)
         if self.transforms is not None:
             image, mask = self.transforms(image, mask)
         return image, mask
 
 
-def _draw_shapes(size: tuple[int, int], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def _draw_shapes(size: tuple[int, int], generator: torch.Generator, class_textures: bool = False) -> tuple[Tensor, Tensor]:
     """One image (uint8 (3, H, W)) and its mask (int64 (H, W)), drawn from ``generator``."""
     height, width = size
     ys = torch.arange(height, dtype=torch.float32).add_(0.5).view(height, 1)
@@ -99,9 +107,23 @@ def _draw_shapes(size: tuple[int, int], generator: torch.Generator) -> tuple[Ten
         if torch.linalg.vector_norm(colour - under) < _MIN_CONTRAST:
             colour = (under + 0.5) % 1.0  # a shape the colour of its background would be invisible, not hard
         fill = colour.view(3, 1, 1) + 0.04 * torch.randn(3, height, width, generator=generator)
+        if class_textures:
+            fill = fill + _TEXTURE_AMPLITUDE * _texture(label, xs, ys)
         image = torch.where(inside, fill, image)
         mask[inside] = label
     return image.clamp_(0, 1).mul_(255).add_(0.5).to(torch.uint8), mask  # +0.5 then truncation rounds
+
+
+def _texture(label: int, xs: Tensor, ys: Tensor) -> Tensor:
+    """A +-1 square-wave pattern of period 4 pixels, one per class, in image coordinates."""
+    def wave(t: Tensor) -> Tensor:
+        return torch.where((t.floor() % 4) < 2, 1.0, -1.0)
+
+    if label == 1:
+        return wave(xs) * wave(ys)  # checks
+    if label == 2:
+        return wave(xs + ys)  # diagonal stripes
+    return wave(xs).expand(ys.shape[0], -1)  # vertical stripes
 
 
 def _background(xs: Tensor, ys: Tensor, generator: torch.Generator) -> Tensor:
