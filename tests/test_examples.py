@@ -1,0 +1,48 @@
+"""The examples run end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+def _run(args, cwd, timeout=600):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, check=True,
+                          timeout=timeout).stdout
+
+
+def test_quickstart(tmp_path):
+    out = _run([EXAMPLES / "quickstart.py", "--size", "40", "56"], tmp_path)
+    assert out.count("| (1, 11, 40, 56) |") == 5
+
+
+def test_notebook_is_stored_executed_and_small():
+    notebook = json.loads((EXAMPLES / "finetune_synthetic.ipynb").read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert all(cell["outputs"] for cell in code), "every code cell keeps its output"
+    assert not any(o["output_type"] == "error" for cell in code for o in cell["outputs"])
+    assert (EXAMPLES / "finetune_synthetic.ipynb").stat().st_size < 100_000
+
+
+@pytest.mark.slow
+def test_notebook_code_runs(tmp_path):
+    """The notebook's code cells, run in order as one script (no Jupyter needed)."""
+    notebook = json.loads((EXAMPLES / "finetune_synthetic.ipynb").read_text())
+    script = "\n\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    (tmp_path / "notebook.py").write_text(script)
+    out = _run([tmp_path / "notebook.py"], tmp_path)
+    assert "epoch 6:" in out and "| global acc |" in out
+    assert (tmp_path / "notebook-run" / "best.pt").is_file() and (tmp_path / "notebook-run" / "predictions.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVid not present at ../shared/data/camvid")
+def test_camvid_script_one_short_epoch(tmp_path):
+    out = _run([EXAMPLES / "camvid.py", "--data", CAMVID, "--epochs", "1", "--size", "45", "60", "--out", tmp_path / "run"], tmp_path)
+    assert "segnet-basic: 1 epochs at 45x60" in out and "| Pedestrian |" in out
+    assert (tmp_path / "run" / "best.pt").is_file()
