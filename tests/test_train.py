@@ -145,3 +145,12 @@ def test_predict_accepts_pil_arrays_and_uint8_tensors():
         model.predict(torch.zeros(3, 8, 8, dtype=torch.int32))
     with pytest.raises(ValueError, match="share a size"):
         model.predict([pixels, pixels[:10]])
+
+
+def test_progress_bars_show_live_loss_and_miou(capsys):
+    """With progress on, the bars (tqdm, on stderr here) carry the running loss and mIoU."""
+    trainer = _trainer(epochs=2)
+    trainer.progress = True
+    trainer.fit()
+    err = capsys.readouterr().err
+    assert "loss=" in err and "mIoU=" in err and "val_mIoU=" in err

@@ -170,7 +170,8 @@ class Trainer:
             total += loss.item()
             batches += 1
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / batches:.4f}")
+                last = self.history.epochs[-1].get("mean_iou") if self.history.epochs else None
+                bar.set_postfix(loss=f"{total / batches:.4f}", **({"val_mIoU": f"{last:.3f}"} if last is not None else {}))
         return total / max(batches, 1)
 
     @torch.no_grad()
@@ -179,13 +180,16 @@ class Trainer:
         self.model.eval()
         matrix = ConfusionMatrix(self.model.num_classes, self.config.ignore_index, device=self.device)
         total, batches = 0.0, 0
-        for images, masks in _progress(loader, self.progress, "evaluate"):
+        bar = _progress(loader, self.progress, "evaluate")
+        for images, masks in bar:
             images, masks = images.to(self.device), masks.to(self.device)
             with self._autocast():
                 logits = self.model(images)
             total += self.criterion(logits.float(), masks).item()
             batches += 1
             matrix.update(logits, masks)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total / batches:.4f}", mIoU=f"{matrix.compute().mean_iou:.3f}")
         return total / max(batches, 1), matrix.compute()
 
     def save(self, path: str | os.PathLike) -> Path:
