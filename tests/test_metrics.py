@@ -77,6 +77,7 @@ def test_batches_and_merge_add_up():
     first.merge(second)
     assert torch.equal(first.matrix, whole.matrix)
     assert scores_from_confusion(first.matrix).mean_iou == whole.compute().mean_iou
+    assert torch.equal(whole.compute().confusion, whole.matrix)
     with pytest.raises(ValueError, match="merge"):
         first.merge(ConfusionMatrix(4))
 

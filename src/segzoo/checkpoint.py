@@ -62,7 +62,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SegmentationModel:
     """Rebuild the model saved in a segzoo checkpoint, weights included (``segzoo.load``)."""
-    checkpoint = load_checkpoint(path, map_location)
+    return model_from_checkpoint(load_checkpoint(path, map_location), str(path)).to(map_location)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> SegmentationModel:
+    """Rebuild the model of an already read checkpoint (see :func:`load_checkpoint`)."""
     model = get_model(checkpoint["model"]["name"], **checkpoint["model"]["config"])
-    load_exact(model, checkpoint["state_dict"], str(path))
-    return model.to(map_location)
+    load_exact(model, checkpoint["state_dict"], source)
+    return model

@@ -24,6 +24,8 @@ class SegmentationScores:
     fw_iou: float
     per_class_accuracy: Tensor
     per_class_iou: Tensor
+    #: the int64 confusion matrix the scores come from (rows: ground truth), on the CPU
+    confusion: Tensor
 
     def summary(self) -> dict[str, float]:
         """The four headline numbers, in the papers' order."""
@@ -99,7 +101,8 @@ class ConfusionMatrix:
 
 def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
     """Scores of a confusion matrix (rows: ground truth, columns: prediction)."""
-    m = matrix.detach().to("cpu", torch.float64)
+    counts = matrix.detach().to("cpu", torch.int64)
+    m = counts.double()
     hits = m.diagonal()
     labelled = m.sum(1)
     predicted = m.sum(0)
@@ -109,7 +112,7 @@ def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
     per_class_iou = torch.where(union > 0, hits / union.clamp(min=1), nan)
     total = labelled.sum()
     if total == 0:
-        return SegmentationScores(float("nan"), float("nan"), float("nan"), float("nan"), per_class_accuracy, per_class_iou)
+        return SegmentationScores(float("nan"), float("nan"), float("nan"), float("nan"), per_class_accuracy, per_class_iou, counts)
     present = labelled > 0  # fwIoU weighs by label frequency, so only labelled classes contribute
     return SegmentationScores(
         global_accuracy=float(hits.sum() / total),
@@ -118,6 +121,7 @@ def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
         fw_iou=float((labelled[present] / total * per_class_iou[present]).sum()),
         per_class_accuracy=per_class_accuracy,
         per_class_iou=per_class_iou,
+        confusion=counts,
     )
 
 

@@ -123,10 +123,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def _autocast(self):
-        if not self.config.amp:
-            return nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=_amp_dtype(self.device)) if self.config.amp else nullcontext()
 
     def fit(self) -> list[dict[str, float]]:
         """Train the remaining epochs; returns the history (one dict per epoch)."""
@@ -174,23 +171,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / batches:.4f}", **({"val_mIoU": f"{last:.3f}"} if last is not None else {}))
         return total / max(batches, 1)
 
-    @torch.no_grad()
     def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, SegmentationScores]:
         """Mean loss and scores of the model on ``loader`` (eval mode)."""
-        self.model.eval()
-        matrix = ConfusionMatrix(self.model.num_classes, self.config.ignore_index, device=self.device)
-        total, batches = 0.0, 0
-        bar = _progress(loader, self.progress, "evaluate")
-        for images, masks in bar:
-            images, masks = images.to(self.device), masks.to(self.device)
-            with self._autocast():
-                logits = self.model(images)
-            total += self.criterion(logits.float(), masks).item()
-            batches += 1
-            matrix.update(logits, masks)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / batches:.4f}", mIoU=f"{matrix.compute().mean_iou:.3f}")
-        return total / max(batches, 1), matrix.compute()
+        return evaluate(self.model, loader, self.config.ignore_index, self.criterion, self.config.amp, self.progress)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a resumable checkpoint (model, optimizer, schedule, scaler, history, RNG state)."""
@@ -224,6 +207,40 @@ class Trainer:
         self.epoch = checkpoint["epoch"]
         self.history = History(list(checkpoint["history"]), checkpoint["best_mean_iou"])
         torch.set_rng_state(checkpoint["rng_state"].cpu())
+
+
+@torch.no_grad()
+def evaluate(
+    model: SegmentationModel,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    ignore_index: int | None = None,
+    criterion: nn.Module | None = None,
+    amp: bool = False,
+    progress: bool = False,
+) -> tuple[float, SegmentationScores]:
+    """Run ``model`` (eval mode, on its own device) over (images, masks) batches: the mean of
+    ``criterion`` (cross-entropy by default) and the confusion-matrix scores."""
+    model.eval()
+    device = next(model.parameters()).device
+    criterion = criterion or nn.CrossEntropyLoss(ignore_index=_ignore(ignore_index))
+    matrix = ConfusionMatrix(model.num_classes, ignore_index, device=device)
+    autocast = torch.autocast(device.type, dtype=_amp_dtype(device)) if amp else nullcontext()
+    total, batches = 0.0, 0
+    bar = _progress(loader, progress, "evaluate")
+    for images, masks in bar:
+        images, masks = images.to(device), masks.to(device)
+        with autocast:
+            logits = model(images)
+        total += criterion(logits.float(), masks).item()
+        batches += 1
+        matrix.update(logits, masks)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / batches:.4f}", mIoU=f"{matrix.compute().mean_iou:.3f}")
+    return total / max(batches, 1), matrix.compute()
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 class _Schedule:

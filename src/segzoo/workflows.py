@@ -15,12 +15,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import viz
 from .base import SegmentationModel
-from .checkpoint import load, load_checkpoint
+from .checkpoint import load, load_checkpoint, model_from_checkpoint
 from .data import CamVid, SegmentationFolder, SyntheticShapes, denormalize, eval_transforms, train_transforms
 from .losses import median_frequency_weights
-from .metrics import ConfusionMatrix, SegmentationScores
+from .metrics import SegmentationScores
 from .registry import get_model, list_models
 from .train import TrainConfig, Trainer, make_loader
+from .train import evaluate as evaluate_loader
 
 logger = logging.getLogger(__name__)
 
@@ -135,20 +136,14 @@ def evaluate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
 ) -> tuple[SegmentationScores, dict[str, Path]]:
-    """Scores of ``model`` on a transformed ``dataset``; with ``out_dir``, also a prediction grid
-    (``predictions.png``) and, where matplotlib is installed, ``confusion_matrix.png``."""
-    device = torch.device(device or next(model.parameters()).device)
-    model.to(device).eval()
-    matrix = ConfusionMatrix(model.num_classes, metadata.get("ignore_index"), device=device)
-    shown: list[tuple[Tensor, Tensor, Tensor]] = []
-    for images, masks in make_loader(dataset, batch_size, shuffle=False):
-        predictions = model(images.to(device)).argmax(1)
-        matrix.update(predictions, masks.to(device))
-        if len(shown) < 8:
-            shown.extend(zip(images, masks, predictions.cpu()))
+    """Scores of ``model`` on a transformed ``dataset``; with ``out_dir``, also a prediction grid of
+    its first images (``predictions.png``) and, with matplotlib, ``confusion_matrix.png``."""
+    model.to(device or next(model.parameters()).device)
+    _, scores = evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), metadata.get("ignore_index"))
     files: dict[str, Path] = {}
     if out_dir is not None:
-        images, masks, predictions = (torch.stack(column) for column in zip(*shown[:8]))
+        images, masks = (torch.stack(column) for column in zip(*(dataset[i] for i in range(min(8, len(dataset))))))
+        predictions = model(images.to(next(model.parameters()).device)).argmax(1).cpu()
         colours = colours_for(metadata, model.num_classes)
         pictures = denormalize(images, metadata["mean"], metadata["std"])
         files["predictions"] = viz.prediction_grid(
@@ -156,11 +151,11 @@ def evaluate(
         )
         try:
             files["confusion_matrix"] = viz.plot_confusion_matrix(
-                matrix.matrix, Path(out_dir) / "confusion_matrix.png", class_names=metadata.get("class_names")
+                scores.confusion, Path(out_dir) / "confusion_matrix.png", class_names=metadata.get("class_names")
             )
         except ImportError:
             logger.info("matplotlib not installed: skipping confusion_matrix.png")
-    return matrix.compute(), files
+    return scores, files
 
 
 def colours_for(metadata: dict[str, Any], num_classes: int) -> Tensor:
@@ -213,8 +208,8 @@ def evaluate_checkpoint(
     device: str | None = None,
 ) -> tuple[SegmentationScores, tuple[str, ...], dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was)."""
-    metadata = load_checkpoint(checkpoint).get("metadata", {})
-    model = load(checkpoint)
+    saved = load_checkpoint(checkpoint)
+    metadata, model = saved.get("metadata", {}), model_from_checkpoint(saved, str(checkpoint))
     if layout == "camvid":
         dataset: Any = CamVid(root, split)
     else:
@@ -238,8 +233,9 @@ def predict_files(
 
     from .data.folder import image_to_tensor
 
-    metadata = load_checkpoint(checkpoint).get("metadata", {})
-    model = load(checkpoint, map_location=device or "cpu").eval()
+    saved = load_checkpoint(checkpoint)
+    metadata = saved.get("metadata", {})
+    model = model_from_checkpoint(saved, str(checkpoint)).to(device or "cpu").eval()
     colours = colours_for(metadata, model.num_classes)
     eval_size = metadata.get("eval_size")
     written = []
