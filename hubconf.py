@@ -1,0 +1,42 @@
+"""torch.hub entry points, one per registered segzoo model.
+
+    model = torch.hub.load("<owner>/segzoo", "segnet", num_classes=11, weights_backbone="DEFAULT")
+    torch.hub.list("<owner>/segzoo")   # segnet, segnet_basic, fcn32s, fcn16s, fcn8s
+
+Keyword arguments go to the model's constructor (see ``help(segzoo.SegNet)`` etc.).
+"""
+
+import os
+import sys
+
+dependencies = ["torch", "numpy"]
+
+# torch.hub imports this file from a plain checkout, where the src-layout package is not installed
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
+
+from segzoo import get_model as _get_model  # noqa: E402  (private: torch.hub.list lists public callables)
+
+
+def segnet(**kwargs):
+    """SegNet (arXiv 1511.00561): VGG16-BN encoder, decoder upsampling with pooling indices."""
+    return _get_model("segnet", **kwargs)
+
+
+def segnet_basic(**kwargs):
+    """SegNet-Basic (arXiv 1511.00561, Section 4.1): 4 stages of 7x7 convs, 64 channels."""
+    return _get_model("segnet_basic", **kwargs)
+
+
+def fcn32s(**kwargs):
+    """FCN-32s (arXiv 1411.4038) on the VGG16(-BN) encoder."""
+    return _get_model("fcn32s", **kwargs)
+
+
+def fcn16s(**kwargs):
+    """FCN-16s (arXiv 1411.4038): fc7 scores fused with pool4 scores."""
+    return _get_model("fcn16s", **kwargs)
+
+
+def fcn8s(**kwargs):
+    """FCN-8s (arXiv 1411.4038): fc7 scores fused with pool4 and pool3 scores."""
+    return _get_model("fcn8s", **kwargs)
