@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ._inputs import check_images
 from .base import SegmentationModel
-from .state_dict import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
+from .state_dict import StateDictSource, load_renamed, preview_keys, read_state_dict, unknown_layers
 from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -133,7 +133,7 @@ class _FCN(SegmentationModel):
         if variant is not None and variant != cls.__name__:
             raise ValueError(f"this is a PyTorch {variant} port checkpoint: use {variant}.from_pytorch_fcn")
         key_map = _pytorch_fcn_key_map(cls.stride)
-        unknown = [k for k in state if k.rsplit(".", 1)[0] not in key_map]
+        unknown = unknown_layers(state, key_map)
         if unknown:
             raise ValueError(f"unexpected keys for the PyTorch {cls.__name__} port layout: {preview_keys(unknown)}")
         model = cls(
@@ -143,9 +143,7 @@ class _FCN(SegmentationModel):
             geometry="caffe",
             **kwargs,
         )
-        ours = {rename_layer(k, key_map): v for k, v in state.items()}
-        port_names = {ours: port for port, ours in key_map.items()}
-        load_exact(model, ours, f"the PyTorch {cls.__name__} port checkpoint", lambda k: rename_layer(k, port_names))
+        load_renamed(model, state, key_map, f"the PyTorch {cls.__name__} port checkpoint")
         return model
 
 

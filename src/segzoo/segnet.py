@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ._inputs import check_images
 from .base import SegmentationModel
 from .blocks import Stages, make_stages
-from .state_dict import StateDictSource, load_exact, preview_keys, read_state_dict, rename_layer
+from .state_dict import StateDictSource, load_renamed, preview_keys, read_state_dict, unknown_layers
 from .pooling import max_pool_with_indices, max_unpool
 from .vgg import VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
@@ -106,18 +106,12 @@ class SegNet(_SegNetBase):
         for key in ("conv11.weight", "conv11d.weight"):
             if key not in state:
                 raise ValueError(f"not a PyTorch SegNet port state dict: no {key!r} among {preview_keys(state)}")
-        unknown = [k for k in state if _layer(k) not in _SEGNET_PORT_KEYS]
+        unknown = unknown_layers(state, _SEGNET_PORT_KEYS)
         if unknown:
             raise ValueError(f"unexpected keys for the PyTorch SegNet port layout: {preview_keys(unknown)}")
         model = cls(num_classes=state["conv11d.weight"].shape[0], in_channels=state["conv11.weight"].shape[1], **kwargs)
-        ours = {rename_layer(k, _SEGNET_PORT_KEYS): v for k, v in state.items()}
-        port_names = {ours: port for port, ours in _SEGNET_PORT_KEYS.items()}
-        load_exact(model, ours, "the PyTorch SegNet port checkpoint", lambda k: rename_layer(k, port_names))
+        load_renamed(model, state, _SEGNET_PORT_KEYS, "the PyTorch SegNet port checkpoint")
         return model
-
-
-def _layer(key: str) -> str:
-    return key.rsplit(".", 1)[0]
 
 
 def _segnet_port_key_map() -> dict[str, str]:

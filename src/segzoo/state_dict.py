@@ -25,8 +25,20 @@ def preview_keys(keys: Iterable[str], limit: int = 6) -> str:
     return "[" + ", ".join(keys[:limit]) + more + "]"
 
 
-def rename_layer(key: str, layers: Mapping[str, str]) -> str:
-    """Rename the layer part of ``layer.param`` through ``layers`` (unknown layers stay as they are)."""
+def unknown_layers(state: Mapping[str, Tensor], layers: Mapping[str, str]) -> list[str]:
+    """Keys of ``state`` whose layer (the part before the last dot) ``layers`` does not name."""
+    return [key for key in state if key.rsplit(".", 1)[0] not in layers]
+
+
+def load_renamed(module: nn.Module, state: Mapping[str, Tensor], layers: Mapping[str, str], source: str) -> None:
+    """:func:`load_exact` for a state dict of another layout, whose layer names ``layers`` maps to
+    ``module``'s; error messages name the checkpoint's own keys."""
+    back = {ours: theirs for theirs, ours in layers.items()}
+    renamed = {_rename_layer(key, layers): value for key, value in state.items()}
+    load_exact(module, renamed, source, lambda key: _rename_layer(key, back))
+
+
+def _rename_layer(key: str, layers: Mapping[str, str]) -> str:
     layer, param = key.rsplit(".", 1)
     return f"{layers.get(layer, layer)}.{param}"
 
