@@ -3,6 +3,7 @@ predict, and the model table. Each returns what it produced; none prints."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def train(
         raise ValueError(f"class_weights must be None or 'median', got {class_weights!r}")
     out_dir = Path(out_dir)
     ignore_index = train_set.ignore_index
-    config.ignore_index = ignore_index
+    config = dataclasses.replace(config, ignore_index=ignore_index)  # the caller's config stays as it was
     weights = median_frequency_weights(train_set, train_set.num_classes, ignore_index) if class_weights == "median" else None
     if crop_size is not None:
         train_set.transforms = train_transforms(crop_size, model.mean, model.std, ignore_index, scale=train_scale)
