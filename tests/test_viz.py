@@ -433,3 +433,26 @@ def test_importing_viz_leaves_matplotlib_and_torchvision_unloaded():
 
 def test_viz_is_importable_as_a_module():
     assert viz.palette is palette
+
+
+def test_heatmap_interpolates_between_anchor_colours_and_clips():
+    values = torch.tensor([[0.0, 1.0, 0.0625, -3.0, 7.0]])  # 0.0625 is halfway between anchors 0 and 1
+    rgb = viz.heatmap(values)
+    assert rgb.dtype == torch.uint8 and rgb.shape == (3, 1, 5)
+    assert rgb[:, 0, 0].tolist() == [0, 0, 4]  # inferno black
+    assert rgb[:, 0, 1].tolist() == [252, 255, 164]  # inferno pale yellow
+    assert rgb[:, 0, 2].tolist() == [16, 6, 38]  # round((0 + 31) / 2), round((0 + 12) / 2), round((4 + 72) / 2)
+    assert rgb[:, 0, 3].tolist() == [0, 0, 4] and rgb[:, 0, 4].tolist() == [252, 255, 164]
+    assert torch.equal(viz.heatmap(values * 2, vmax=2.0), rgb)
+
+
+def test_heatmap_brightness_rises_with_the_value():
+    rgb = viz.heatmap(torch.linspace(0, 1, 101).view(1, -1)).double()
+    luminance = 0.299 * rgb[0, 0] + 0.587 * rgb[1, 0] + 0.114 * rgb[2, 0]
+    assert (luminance.diff() >= 0).all()
+
+
+@pytest.mark.parametrize("values", [torch.zeros(3, 4, 5), torch.zeros(4, 5, dtype=torch.int64), torch.tensor([[float("nan")]])])
+def test_heatmap_rejects_bad_input(values):
+    with pytest.raises(ValueError):
+        viz.heatmap(values)

@@ -11,6 +11,7 @@ from .metrics import ConfusionMatrix, SegmentationScores
 from .registry import get_model, list_models
 from .segnet import SegNet, SegNetBasic
 from .train import TrainConfig, Trainer
+from .uncertainty import MCPrediction, mc_predict
 from .vgg import VGG16, VGGEncoder
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "FCN8s",
     "FCN16s",
     "FCN32s",
+    "MCPrediction",
     "SegNet",
     "SegNetBasic",
     "SegmentationModel",
@@ -31,6 +33,7 @@ __all__ = [
     "list_models",
     "load",
     "make_stages",
+    "mc_predict",
     "median_frequency_weights",
     "save_checkpoint",
 ]

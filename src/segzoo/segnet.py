@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -15,6 +15,33 @@ from .vgg import VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
 SEGNET_BASIC: Stages = ((64,), (64,), (64,), (64,))
+
+DropoutPlacement = Literal["none", "central", "encoder", "decoder", "encoder-decoder", "classifier"]
+#: where Bayesian SegNet (Kendall et al., arXiv 1511.02680, Table 1) puts dropout; "central" is its choice
+DROPOUT_PLACEMENTS: tuple[str, ...] = ("none", "central", "encoder", "decoder", "encoder-decoder", "classifier")
+
+
+def dropout_stages(placement: str, num_stages: int) -> tuple[frozenset[int], frozenset[int]]:
+    """Encoder stages followed by dropout (after their pooling) and encoder stages whose mirrored
+    decoder stage is followed by dropout, for a ``placement`` of :data:`DROPOUT_PLACEMENTS`.
+
+    "central" is the paper's best: the innermost stages, all but the outer two (pool3-pool5 and the
+    decoders of stages 5-3 for SegNet; pool3, pool4 and decoders 4, 3 for SegNet-Basic); "classifier"
+    is dropout before the classifier only.
+    """
+    every = frozenset(range(num_stages))
+    inner = frozenset(range(2, num_stages))
+    presets = {
+        "none": (frozenset(), frozenset()),
+        "central": (inner, inner),
+        "encoder": (every, frozenset()),
+        "decoder": (frozenset(), every),
+        "encoder-decoder": (every, every),
+        "classifier": (frozenset(), frozenset({0})),
+    }
+    if placement not in presets:
+        raise ValueError(f"dropout must be one of {DROPOUT_PLACEMENTS}, got {placement!r}")
+    return presets[placement]
 
 
 def mirror(stages: Stages) -> tuple[tuple[int, ...], ...]:
@@ -29,29 +56,54 @@ def mirror(stages: Stages) -> tuple[tuple[int, ...], ...]:
 
 
 class _SegNetBase(SegmentationModel):
-    """Encoder stages pooled with indices; decoder stages fed by unpooling with those indices."""
+    """Encoder stages pooled with indices; decoder stages fed by unpooling with those indices.
 
-    def __init__(self, encoder: VGGEncoder, decoder: nn.ModuleList, classifier: nn.Conv2d) -> None:
+    Optional dropout (Bayesian SegNet) follows the chosen encoder stages' pooling and decoder stages;
+    the dropout modules hold no weights, so plain and Bayesian checkpoints are interchangeable.
+    """
+
+    def __init__(
+        self, encoder: VGGEncoder, decoder: nn.ModuleList, classifier: nn.Conv2d, dropout: str, dropout_rate: float
+    ) -> None:
         super().__init__()
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+        num_stages = len(encoder.stages)
+        after_encoder, after_decoder = dropout_stages(dropout, num_stages)
         self.encoder = encoder
         self.decoder = decoder
         self.classifier = classifier
+        self.dropout, self.dropout_rate = dropout, dropout_rate
+        self.encoder_dropout = nn.ModuleList(_dropout(i in after_encoder, dropout_rate) for i in range(num_stages))
+        # decoder stage d mirrors encoder stage num_stages - 1 - d
+        self.decoder_dropout = nn.ModuleList(
+            _dropout(num_stages - 1 - d in after_decoder, dropout_rate) for d in range(num_stages)
+        )
 
     @property
     def num_classes(self) -> int:
         return self.classifier.out_channels
 
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**super().config, "ceil_mode": self.encoder.ceil_mode, "dropout": self.dropout, "dropout_rate": self.dropout_rate}
+
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)
         sizes, indices = [], []
-        for stage in self.encoder.stages:
+        for stage, drop in zip(self.encoder.stages, self.encoder_dropout):
             x = stage(x)
             sizes.append(x.shape[-2:])
             x, where = max_pool_with_indices(x, self.encoder.ceil_mode)
             indices.append(where)
-        for stage, where, size in zip(self.decoder, reversed(indices), reversed(sizes)):
-            x = stage(max_unpool(x, where, size))
+            x = drop(x)
+        for stage, drop, where, size in zip(self.decoder, self.decoder_dropout, reversed(indices), reversed(sizes)):
+            x = drop(stage(max_unpool(x, where, size)))
         return self.classifier(x)
+
+
+def _dropout(enabled: bool, rate: float) -> nn.Module:
+    return nn.Dropout(rate) if enabled else nn.Identity()
 
 
 class SegNet(_SegNetBase):
@@ -68,6 +120,9 @@ class SegNet(_SegNetBase):
 
     ``weights_backbone`` loads ImageNet weights into the encoder (see
     :func:`segzoo.weights.resolve_backbone_weights`); the decoder stays freshly initialised.
+    ``dropout="central"`` is Bayesian SegNet (`arXiv 1511.02680 <https://arxiv.org/abs/1511.02680>`_):
+    dropout of ``dropout_rate`` after pool3-pool5 and after the decoders of stages 5-3; sample it with
+    :func:`segzoo.uncertainty.mc_predict`. Other placements: :data:`DROPOUT_PLACEMENTS`.
     """
 
     def __init__(
@@ -78,6 +133,8 @@ class SegNet(_SegNetBase):
         ceil_mode: bool = True,
         weights_backbone: BackboneWeights = None,
         progress: bool = True,
+        dropout: DropoutPlacement = "none",
+        dropout_rate: float = 0.5,
     ) -> None:
         decoder_stages = mirror(VGG16)
         # the mirror of conv1_1 is the classifier, so the last decoder stage ends one conv early
@@ -86,12 +143,14 @@ class SegNet(_SegNetBase):
             VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=ceil_mode),
             make_stages(decoder_stages, VGG16[-1][-1], batch_norm),
             nn.Conv2d(VGG16[0][-1], num_classes, 3, padding=1),
+            dropout,
+            dropout_rate,
         )
         load_vgg_backbone(nn.ModuleDict({"encoder": self.encoder}), weights_backbone, batch_norm, progress)
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "batch_norm": self.encoder.batch_norm, "ceil_mode": self.encoder.ceil_mode}
+        return {**super().config, "batch_norm": self.encoder.batch_norm}
 
     @classmethod
     def from_segnet_pytorch(cls, checkpoint: StateDictSource, **kwargs) -> SegNet:
@@ -147,16 +206,24 @@ class SegNetBasic(_SegNetBase):
 
     Input: float (N, in_channels, H, W), any H, W >= 1 (``ceil_mode=True``) or >= 16 (``False``).
     Output: logits (N, num_classes, H, W).
+
+    ``dropout="central"`` is Bayesian SegNet-Basic (`arXiv 1511.02680 <https://arxiv.org/abs/1511.02680>`_):
+    dropout of ``dropout_rate`` after pool3 and pool4 and after decoder stages 4 and 3.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, ceil_mode: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        ceil_mode: bool = True,
+        dropout: DropoutPlacement = "none",
+        dropout_rate: float = 0.5,
+    ) -> None:
         width = SEGNET_BASIC[-1][-1]
         super().__init__(
             VGGEncoder(in_channels, True, SEGNET_BASIC, kernel_size=7, bias=False, ceil_mode=ceil_mode),
             make_stages(mirror(SEGNET_BASIC), width, True, kernel_size=7, bias=False, relu=False),
             nn.Conv2d(width, num_classes, 1),
+            dropout,
+            dropout_rate,
         )
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "ceil_mode": self.encoder.ceil_mode}

@@ -51,6 +51,31 @@ CAMVID_PALETTE = torch.tensor(
 )
 
 
+# Nine evenly spaced colours of matplotlib's "inferno" (black - purple - orange - pale yellow): dark
+# means certain, bright uncertain, and the brightness rises monotonically, so it reads in greyscale too.
+_INFERNO = torch.tensor(
+    [(0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85), (227, 89, 51), (249, 140, 10), (249, 201, 50), (252, 255, 164)],
+    dtype=torch.float64,
+)
+
+
+def heatmap(values: Tensor, vmax: float = 1.0) -> Tensor:
+    """Colour a float map (H, W) with the inferno colour map from 0 (black) to ``vmax`` (pale
+    yellow), values outside clipped: uint8 (3, H, W). For uncertainty maps, e.g. entropy / log C."""
+    if not isinstance(values, Tensor) or values.dim() != 2 or not values.is_floating_point():
+        raise ValueError(f"expected a float tensor (H, W), got {getattr(values, 'dtype', type(values).__name__)} "
+                         f"{tuple(getattr(values, 'shape', ()))}")
+    if not vmax > 0:
+        raise ValueError(f"vmax must be positive, got {vmax}")
+    if not torch.isfinite(values).all():
+        raise ValueError("values hold NaN or infinity")
+    position = (values.detach().cpu().double() / vmax).clamp(0, 1) * (len(_INFERNO) - 1)
+    low = position.floor().long().clamp(max=len(_INFERNO) - 2)
+    weight = (position - low).unsqueeze(-1)
+    rgb = _INFERNO[low] * (1 - weight) + _INFERNO[low + 1] * weight
+    return rgb.round().to(torch.uint8).permute(2, 0, 1).contiguous()
+
+
 def palette(num_classes: int) -> Tensor:
     """The PASCAL VOC colour map: uint8 (num_classes, 3), distinct colours, class 0 black.
 
