@@ -1,12 +1,15 @@
 """Training checkpoints: atomic writes, safe reads, rebuilding a model from a file alone."""
 
+import logging
 import os
+import pickle
+import re
 
 import pytest
 import torch
 
 import segzoo
-from segzoo.checkpoint import load_checkpoint, save_atomic, save_checkpoint
+from segzoo.checkpoint import FORMAT, head_keys, load_checkpoint, load_weights, save_atomic, save_checkpoint
 
 
 @pytest.mark.parametrize("name", segzoo.list_models())
@@ -45,12 +48,56 @@ def test_not_a_segzoo_checkpoint(tmp_path):
         segzoo.load(tmp_path / "missing.pt")
 
 
-def test_truncated_checkpoint(tmp_path):
-    path = save_checkpoint(tmp_path / "model.pt", segzoo.SegNetBasic(2))
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="not a readable segzoo checkpoint"):
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A checkpoint's bytes and, to find them in the file, its classifier weight's raw bytes."""
+    model = segzoo.SegNetBasic(2)
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", model, epoch=1)
+    return path.read_bytes(), model.classifier.weight.detach().numpy().tobytes()
+
+
+def _damaged(path, problem):
+    return pytest.raises(ValueError, match=f"^{re.escape(str(path))} is {problem}")
+
+
+# 0: an empty file; 1, 3: cut inside the zip signature; -22: the end-of-archive record
+@pytest.mark.parametrize("keep", [0, 1, 3, 100, 0.5, -22, -1])
+def test_truncated_checkpoint(tmp_path, saved, keep):
+    data = saved[0]
+    path = tmp_path / "model.pt"
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with _damaged(path, "truncated or corrupted") as caught:
         segzoo.load(path)
+    assert keep == 0 or caught.value.__cause__ is not None, "the error that revealed the damage is chained"
+
+
+# each found by content, not by the reader's logic: a tensor's bytes (torch.load alone would load
+# the flipped value silently), the pickle's text, the central directory's last name, its end record
+@pytest.mark.parametrize("where", ["tensor", "pickle", "directory", "end record"])
+def test_flipped_byte_is_reported(tmp_path, saved, where):
+    data, classifier = saved
+    offsets = {
+        "tensor": data.index(classifier) + len(classifier) // 2,
+        "pickle": data.index(b"state_dict"),
+        "directory": data.rindex(b"data.pkl"),
+        "end record": data.rindex(b"PK\x05\x06"),
+    }
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    segzoo.load(path)  # intact, it loads
+    damaged = bytearray(data)
+    damaged[offsets[where]] ^= 0x10
+    path.write_bytes(bytes(damaged))
+    with _damaged(path, "truncated or corrupted") as caught:
+        load_checkpoint(path)
+    assert caught.value.__cause__ is not None
+
+
+def test_not_a_pytorch_file(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("epoch: 3\nlr: 0.01\n")
+    with _damaged(path, "not a PyTorch file"):
+        load_checkpoint(path)
 
 
 class _Payload:
@@ -61,11 +108,15 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_code_in_a_checkpoint_is_refused_not_run(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_code_in_a_checkpoint_is_refused_not_run(tmp_path, zip_format):
     marker = tmp_path / "pwned"
-    torch.save({"format": "segzoo-checkpoint/1", "x": _Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="not a readable segzoo checkpoint"):
-        segzoo.load(tmp_path / "evil.pt")
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "x": _Payload(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(ValueError, match="contains pickled Python objects that weights_only loading refuses") as caught:
+        segzoo.load(path)
+    assert str(path) in str(caught.value)
+    assert isinstance(caught.value.__cause__, pickle.UnpicklingError)
     assert not marker.exists()
 
 
@@ -76,3 +127,106 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match="classifier.weight"):
         segzoo.load(path)
+
+
+def _basic(num_classes, seed, **kwargs):
+    torch.manual_seed(seed)
+    return segzoo.SegNetBasic(num_classes, **kwargs)
+
+
+def _states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_weights_same_architecture_is_an_exact_load(tmp_path):
+    source = _basic(3, seed=1)
+    path = save_checkpoint(tmp_path / "model.pt", source)
+    model = _basic(3, seed=2)
+    assert load_weights(model, path) is model
+    assert _states_equal(model.state_dict(), source.state_dict())
+    fresh = _basic(3, seed=2)
+    load_weights(fresh, load_checkpoint(path))  # an already read checkpoint works too
+    assert _states_equal(fresh.state_dict(), source.state_dict())
+
+
+def test_load_weights_refuses_another_architecture():
+    # a hand-made checkpoint: an FCN-8s file is half a gigabyte, and the name is refused first
+    checkpoint = {"format": FORMAT, "model": {"name": "fcn8s", "config": {"num_classes": 3}}, "state_dict": {}}
+    with pytest.raises(ValueError, match="fcn8s checkpoint, but the model is a segnet_basic"):
+        load_weights(segzoo.SegNetBasic(3), checkpoint)
+
+
+def test_load_weights_refuses_another_config(tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", _basic(3, seed=1, in_channels=1, ceil_mode=False))
+    model = _basic(3, seed=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="ceil_mode: checkpoint False, model True; in_channels: checkpoint 1, model 3$"):
+        load_weights(model, path, reinit_head=True)
+    assert _states_equal(model.state_dict(), before)
+
+
+def test_load_weights_accepts_options_that_keep_the_weight_layout(tmp_path, caplog):
+    """A plain SegNet-Basic checkpoint starts a Bayesian one (dropout and pooling mode hold no weights)."""
+    source = _basic(3, seed=1, ceil_mode=False)
+    path = save_checkpoint(tmp_path / "model.pt", source)
+    model = _basic(3, seed=2, dropout="central")
+    with caplog.at_level(logging.INFO, logger="segzoo.checkpoint"):
+        load_weights(model, path)
+    assert _states_equal(model.state_dict(), source.state_dict())
+    assert "dropout: checkpoint 'none', model 'central'" in caplog.text
+
+
+def test_load_weights_with_another_class_count_needs_reinit_head(tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", _basic(5, seed=1))
+    model = _basic(3, seed=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="has 5 classes, the model has 3; pass reinit_head=True"):
+        load_weights(model, path)
+    assert _states_equal(model.state_dict(), before), "nothing is loaded"
+
+
+@pytest.mark.parametrize("checkpoint_classes", [5, 3])
+def test_reinit_head_keeps_exactly_the_head(tmp_path, caplog, checkpoint_classes):
+    source = _basic(checkpoint_classes, seed=1)
+    path = save_checkpoint(tmp_path / "model.pt", source)
+    model = _basic(3, seed=2)
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    with caplog.at_level(logging.INFO, logger="segzoo.checkpoint"):
+        load_weights(model, path, reinit_head=True)
+    head = {"classifier.weight", "classifier.bias"}  # SegNet-Basic's 1x1 classifier, the only per-class layer
+    for key, value in model.state_dict().items():
+        expected = own[key] if key in head else source.state_dict()[key]
+        assert torch.equal(value, expected), key
+    assert "classifier.weight, classifier.bias" in caplog.text
+
+
+def test_reinit_head_is_still_all_or_nothing(tmp_path):
+    source = _basic(5, seed=1)
+    state = source.state_dict()
+    del state["encoder.stages.0.0.conv.weight"]
+    checkpoint = {"format": FORMAT, "model": {"name": "segnet_basic", "config": source.config}, "state_dict": state}
+    model = _basic(3, seed=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"missing \[encoder.stages.0.0.conv.weight\]"):
+        load_weights(model, checkpoint, reinit_head=True)
+    assert _states_equal(model.state_dict(), before)
+
+
+# written out by hand from each architecture: every layer whose output channels are the classes,
+# and FCN's class-to-class upsampling deconvolutions; each FCN adds a skip to the coarser one
+_SEGNET_HEAD = {"classifier.weight", "classifier.bias"}
+_FCN32S_HEAD = {"score_fr.weight", "score_fr.bias", "upscore.weight"}
+_FCN16S_HEAD = _FCN32S_HEAD | {"score_pool4.weight", "score_pool4.bias", "upscore2.weight"}
+_FCN8S_HEAD = _FCN16S_HEAD | {"score_pool3.weight", "score_pool3.bias", "upscore_pool4.weight"}
+_HEADS = {
+    "segnet": _SEGNET_HEAD,
+    "segnet_basic": _SEGNET_HEAD,
+    "fcn32s": _FCN32S_HEAD,
+    "fcn16s": _FCN16S_HEAD,
+    "fcn8s": _FCN8S_HEAD,
+}
+
+
+@pytest.mark.parametrize("name", segzoo.list_models())
+def test_head_keys(name):
+    assert set(head_keys(name, {"num_classes": 4})) == _HEADS[name]

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, make_stages
-from .checkpoint import load, save_checkpoint
+from .checkpoint import load, load_weights, save_checkpoint
 from .fcn import FCN8s, FCN16s, FCN32s
 from .losses import median_frequency_weights
 from .metrics import ConfusionMatrix, SegmentationScores
@@ -32,6 +32,7 @@ __all__ = [
     "get_model",
     "list_models",
     "load",
+    "load_weights",
     "make_stages",
     "mc_predict",
     "median_frequency_weights",

@@ -1,13 +1,27 @@
-"""Writing files so that a crash or interrupt leaves the old file or the new one, never half of one."""
+"""Writing files so that a crash or interrupt leaves the old file or the new one, never half of one.
+
+A writer killed outright (SIGKILL, power loss) cannot remove its temporary file. The next write
+to the same target removes such leftovers: siblings named exactly as :func:`atomic_write` names
+its temporaries whose writer is gone. A writer holds an exclusive ``flock`` on its temporary
+until it renames it, and the kernel drops that lock when the process dies, so a lock that can be
+taken marks a leftover; a live writer's file is never touched. Where ``flock`` does not exist
+(Windows), an open file cannot be deleted, which protects live writers the same way.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 @contextmanager
@@ -15,14 +29,59 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Yield a file in ``path``'s folder that replaces ``path`` only once it is completely written."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "x") rather than tempfile.mkstemp: mkstemp's 0600 mode would end up on the file
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temporaries(target)
+    temporary, file = _create_locked(target)
     try:
-        with open(temporary, "xb") as file:
+        with file:
             yield file
             file.flush()
             os.fsync(file.fileno())  # the rename must not reach the disk before the data does
-        os.replace(temporary, target)
+            if fcntl is not None:  # renamed under the lock, so no cleanup can take the file first
+                os.replace(temporary, target)
+        if fcntl is None:  # Windows cannot rename an open file
+            os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that writers of ``target`` killed mid-write left behind; return them."""
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.tmp")
+    try:
+        names = [name for name in os.listdir(target.parent) if pattern.fullmatch(name)]
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        candidate = target.parent / name
+        # kept whenever it cannot be opened, locked or removed: when in doubt, delete nothing
+        with suppress(OSError):
+            if fcntl is None:
+                candidate.unlink()  # refused while a live writer holds the file open
+            else:
+                with open(candidate, "rb") as file:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def _create_locked(target: Path) -> tuple[Path, IO[bytes]]:
+    """Create and lock a fresh temporary next to ``target``."""
+    while True:
+        # open(..., "x") rather than tempfile.mkstemp: mkstemp's 0600 mode would end up on the file
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        file = open(temporary, "xb")
+        if fcntl is None:
+            return temporary, file
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks, where no cleanup can lock (and remove) it either
+            return temporary, file
+        # another writer's cleanup may have locked and removed the file between open and flock
+        with suppress(FileNotFoundError):
+            if os.stat(temporary).st_ino == os.fstat(file.fileno()).st_ino:
+                return temporary, file
+        file.close()

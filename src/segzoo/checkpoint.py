@@ -7,7 +7,13 @@ LR scheduler and gradient-scaler states, the epoch, metrics and any extra plain 
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import re
+import struct
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,11 @@ from .base import SegmentationModel
 from .registry import get_model, model_name
 from .state_dict import load_exact
 
+logger = logging.getLogger(__name__)
+
 FORMAT = "segzoo-checkpoint/1"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_MAGIC = b"\x80"  # the older format: a bare pickle stream (protocol >= 2)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
@@ -44,20 +54,77 @@ def save_checkpoint(path: str | os.PathLike, model: SegmentationModel, **state: 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, refusing pickled code
-    (``weights_only=True``) and anything that is not a segzoo checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated zip, pickled objects, not a torch file at all
-        raise ValueError(f"{path} is not a readable segzoo checkpoint ({type(error).__name__}: {error})") from error
+    (``weights_only=True``), damaged files (see :func:`read_torch_file`) and anything that is not
+    a segzoo checkpoint."""
+    return _check_format(read_torch_file(path, map_location), str(path))
+
+
+def _check_format(checkpoint: Any, source: str) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(
-            f"{path} is not a segzoo checkpoint (expected a dict with format={FORMAT!r}); "
+            f"{source} is not a segzoo checkpoint (expected a dict with format={FORMAT!r}); "
             "for plain state dicts use model.load_state_dict or weights_backbone="
         )
     return checkpoint
+
+
+def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` that verifies the file first and says what is wrong.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming ``path`` for an
+    empty, truncated or corrupted file ("truncated or corrupted"), for a file in neither of
+    ``torch.save``'s formats ("not a PyTorch file") and for one holding pickled Python objects
+    that weights_only loading refuses (nothing in it is ever executed). The error that revealed
+    the problem is chained.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as file:
+        head = file.read(len(_ZIP_MAGIC))
+    if not head:
+        raise ValueError(f"{path} is truncated or corrupted: the file is empty")
+    is_zip = _ZIP_MAGIC.startswith(head)  # a prefix only: a file cut within its first bytes
+    if not is_zip and not head.startswith(_PICKLE_MAGIC):
+        raise ValueError(
+            f"{path} is not a PyTorch file: it starts with {head!r}, neither a zip archive (torch.save) "
+            "nor a pickle (torch.save before PyTorch 1.6)"
+        )
+    if is_zip:
+        try:
+            _verify_zip(path)
+        except Exception as error:  # zipfile reports damage in many ways; none of them is the caller's doing
+            raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch raises this for every stream its weights-only unpickler stops at: refused objects
+        # and, in the unchecksummed pre-1.6 format, damaged bytes alike
+        refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        named = f" (it names {refused.group(1)})" if refused else ""
+        unverified = "" if is_zip else ", or it is corrupted (its pre-1.6 format carries no checksums)"
+        raise ValueError(
+            f"{path} contains pickled Python objects that weights_only loading refuses{named}{unverified}; "
+            "segzoo never runs code from a file. If you trust its source, convert it: torch.load(..., "
+            "weights_only=False), then torch.save only tensors and plain values"
+        ) from error
+    except (EOFError, RuntimeError, KeyError, IndexError, ValueError, AssertionError, struct.error) as error:
+        # in a zip, only PytorchStreamReader's RuntimeErrors mean damage; others are e.g. a CUDA map_location without CUDA
+        if is_zip and isinstance(error, RuntimeError) and "PytorchStreamReader" not in str(error):
+            raise
+        raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
+
+
+def _verify_zip(path: Path) -> None:
+    """Read every member of the archive, checking the CRC-32 that ``torch.save`` records:
+    ``torch.load`` checks none, so a flipped bit inside a tensor would otherwise load silently."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.CRC == 0:  # torch.serialization.set_crc32_options(False) writes no checksums
+                continue
+            with archive.open(info) as member:
+                while member.read(1 << 24):
+                    pass
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SegmentationModel:
@@ -70,3 +137,79 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint"
     model = get_model(checkpoint["model"]["name"], **checkpoint["model"]["config"])
     load_exact(model, checkpoint["state_dict"], source)
     return model
+
+
+def load_weights(
+    model: SegmentationModel,
+    path_or_checkpoint: str | os.PathLike | Mapping[str, Any],
+    reinit_head: bool = False,
+    map_location: str | torch.device = "cpu",
+) -> SegmentationModel:
+    """Load a checkpoint's weights into ``model`` (in place, all or nothing) to fine-tune it.
+
+    ``path_or_checkpoint`` is a file or a dict from :func:`load_checkpoint`. The checkpoint must
+    hold the same architecture with a config that gives the same weight layout (options such as
+    ``dropout`` or ``ceil_mode`` may differ); ``num_classes`` may differ only
+    with ``reinit_head=True``: the head tensors (those whose shapes depend on ``num_classes``, see
+    :func:`head_keys`) then keep ``model``'s own values and every other tensor is loaded. With
+    ``reinit_head=True`` the head is kept even when the class counts agree (a new label set of the
+    same size). Returns ``model``.
+    """
+    if isinstance(path_or_checkpoint, Mapping):
+        source = "the given checkpoint"
+        checkpoint = _check_format(dict(path_or_checkpoint), source)
+    else:
+        checkpoint, source = load_checkpoint(path_or_checkpoint, map_location), str(path_or_checkpoint)
+    name, config = checkpoint["model"]["name"], checkpoint["model"]["config"]
+    ours, own_config = model_name(model), model.config
+    if name != ours:
+        raise ValueError(f"{source} holds a {name} checkpoint, but the model is a {ours}")
+    differ = [
+        f"{key}: checkpoint {config.get(key, '<absent>')!r}, model {own_config.get(key, '<absent>')!r}"
+        for key in sorted(config.keys() | own_config.keys())
+        if key != "num_classes" and config.get(key) != own_config.get(key)
+    ]
+    # options that leave the weights' layout alone (dropout, pooling mode, ...) may differ: a plain
+    # SegNet checkpoint is a fine start for a Bayesian SegNet
+    if differ and not _same_layout(name, {**config, "num_classes": model.num_classes}, model):
+        raise ValueError(f"{source} holds a {name} with another config than the model's: " + "; ".join(differ))
+    if differ:
+        logger.info("%s: config differs only in options that keep the weights' layout: %s", source, "; ".join(differ))
+    state = checkpoint["state_dict"]
+    if config["num_classes"] != model.num_classes and not reinit_head:
+        raise ValueError(
+            f"{source} has {config['num_classes']} classes, the model has {model.num_classes}; pass "
+            "reinit_head=True to load the checkpoint's other weights and start the head fresh"
+        )
+    if reinit_head:
+        head = head_keys(name, own_config)
+        own = model.state_dict()
+        state = {**{key: value for key, value in state.items() if key not in head}, **{key: own[key] for key in head}}
+        logger.info("%s: loaded every tensor but the head; the model's own (fresh) head kept: %s", source, ", ".join(head))
+    load_exact(model, state, source)
+    return model
+
+
+def _same_layout(name: str, config: Mapping[str, Any], model: SegmentationModel) -> bool:
+    """Whether ``name`` built with ``config`` has exactly ``model``'s state-dict keys and shapes."""
+    try:
+        with torch.device("meta"):
+            theirs = get_model(name, **config).state_dict()
+    except (TypeError, ValueError):  # options this version does not know
+        return False
+    ours = model.state_dict()
+    return theirs.keys() == ours.keys() and all(theirs[k].shape == ours[k].shape for k in ours)
+
+
+def head_keys(name: str, config: Mapping[str, Any]) -> list[str]:
+    """State-dict keys of the registered model ``name`` whose shapes depend on ``num_classes``
+    (e.g. SegNet's classifier, FCN's score and upscore layers).
+
+    Found by building the architecture twice on the meta device (no memory, no computation) with
+    two class counts and comparing shapes, so every registered model works without a list.
+    """
+    num_classes = config["num_classes"]
+    with torch.device("meta"):
+        one = get_model(name, **{**config, "num_classes": num_classes}).state_dict()
+        other = get_model(name, **{**config, "num_classes": num_classes + 1}).state_dict()
+    return [key for key, value in one.items() if value.shape != other[key].shape]
