@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import re
-import struct
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +17,7 @@ import torch
 
 from . import __version__
 from ._atomic import atomic_write
+from ._torchfile import read_torch_file
 from .base import SegmentationModel
 from .registry import get_model, model_name
 from .state_dict import load_exact
@@ -28,8 +25,6 @@ from .state_dict import load_exact
 logger = logging.getLogger(__name__)
 
 FORMAT = "segzoo-checkpoint/1"
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
-_PICKLE_MAGIC = b"\x80"  # the older format: a bare pickle stream (protocol >= 2)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
@@ -66,65 +61,6 @@ def _check_format(checkpoint: Any, source: str) -> dict[str, Any]:
             "for plain state dicts use model.load_state_dict or weights_backbone="
         )
     return checkpoint
-
-
-def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` that verifies the file first and says what is wrong.
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming ``path`` for an
-    empty, truncated or corrupted file ("truncated or corrupted"), for a file in neither of
-    ``torch.save``'s formats ("not a PyTorch file") and for one holding pickled Python objects
-    that weights_only loading refuses (nothing in it is ever executed). The error that revealed
-    the problem is chained.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as file:
-        head = file.read(len(_ZIP_MAGIC))
-    if not head:
-        raise ValueError(f"{path} is truncated or corrupted: the file is empty")
-    is_zip = _ZIP_MAGIC.startswith(head)  # a prefix only: a file cut within its first bytes
-    if not is_zip and not head.startswith(_PICKLE_MAGIC):
-        raise ValueError(
-            f"{path} is not a PyTorch file: it starts with {head!r}, neither a zip archive (torch.save) "
-            "nor a pickle (torch.save before PyTorch 1.6)"
-        )
-    if is_zip:
-        try:
-            _verify_zip(path)
-        except Exception as error:  # zipfile reports damage in many ways; none of them is the caller's doing
-            raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        # torch raises this for every stream its weights-only unpickler stops at: refused objects
-        # and, in the unchecksummed pre-1.6 format, damaged bytes alike
-        refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
-        named = f" (it names {refused.group(1)})" if refused else ""
-        unverified = "" if is_zip else ", or it is corrupted (its pre-1.6 format carries no checksums)"
-        raise ValueError(
-            f"{path} contains pickled Python objects that weights_only loading refuses{named}{unverified}; "
-            "segzoo never runs code from a file. If you trust its source, convert it: torch.load(..., "
-            "weights_only=False), then torch.save only tensors and plain values"
-        ) from error
-    except (EOFError, RuntimeError, KeyError, IndexError, ValueError, AssertionError, struct.error) as error:
-        # in a zip, only PytorchStreamReader's RuntimeErrors mean damage; others are e.g. a CUDA map_location without CUDA
-        if is_zip and isinstance(error, RuntimeError) and "PytorchStreamReader" not in str(error):
-            raise
-        raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
-
-
-def _verify_zip(path: Path) -> None:
-    """Read every member of the archive, checking the CRC-32 that ``torch.save`` records:
-    ``torch.load`` checks none, so a flipped bit inside a tensor would otherwise load silently."""
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if info.CRC == 0:  # torch.serialization.set_crc32_options(False) writes no checksums
-                continue
-            with archive.open(info) as member:
-                while member.read(1 << 24):
-                    pass
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SegmentationModel:

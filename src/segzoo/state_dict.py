@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from ._torchfile import read_torch_file
 
 StateDictSource = str | os.PathLike | Mapping[str, Tensor]
 
@@ -46,25 +45,13 @@ def _rename_layer(key: str, layers: Mapping[str, str]) -> str:
 def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
     """Return a ``{name: tensor}`` dict from a file path or a mapping.
 
-    Files are read with ``torch.load(weights_only=True)``: a file holding a pickled module or any
-    other code-bearing object is refused, never executed. A single wrapper level
+    Files are read with :func:`segzoo._torchfile.read_torch_file` (checksums verified, then
+    ``torch.load(weights_only=True)``): a file holding a pickled module or any other code-bearing
+    object is refused, never executed, and a damaged file is named as such. A single wrapper level
     (``state_dict`` / ``model_state_dict`` / ``model``) is unwrapped.
     """
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{path} is not a plain state dict: it holds pickled Python objects (e.g. a whole "
-                "nn.Module saved with torch.save(model)), which are refused rather than executed. "
-                "Save model.state_dict() instead."
-            ) from error
-        except (RuntimeError, EOFError) as error:
-            raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({error})") from error
-        where = str(path)
+        loaded, where = read_torch_file(source), str(source)
     elif isinstance(source, Mapping):
         loaded, where = source, "the given state dict"
     else:
