@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from segzoo.metrics import ConfusionMatrix, scores_from_confusion
+from segzoo.metrics import CalibrationError, ConfusionMatrix, expected_calibration_error, scores_from_confusion
 
 # rows: ground truth, columns: prediction (worked by hand in the docstrings below)
 TARGET = torch.tensor([[[0, 0, 1], [1, 2, 2]]])
@@ -115,3 +115,112 @@ def test_all_reduce_sums_over_processes(tmp_path):
     single.update(torch.cat([PREDICTION, TARGET]), torch.cat([TARGET, TARGET]))
     for rank in range(2):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), single.matrix)
+
+
+# ---- expected calibration error ----
+
+# Five pixels, three classes, 2 bins: (0, 1/2] and (1/2, 1]. Rows are class probabilities.
+#   pixel  probabilities              label  confidence  argmax  correct  bin
+#   a      3/8, 5/16, 5/16            0      3/8         0       1        0
+#   b      1/4, 1/2, 1/4              0      1/2         1       0        0  (on the edge: (0, 1/2] holds it)
+#   c      7/8, 1/16, 1/16            0      7/8         0       1        1
+#   d      1/8, 3/4, 1/8              2      3/4         1       0        1
+#   e      1/4, 1/8, 5/8              2      5/8         2       1        1
+# bin 0: n = 2, confidence sum 7/8, correct 1 -> mean confidence 7/16, accuracy 1/2, |1 - 7/8| = 1/8
+# bin 1: n = 3, confidence sum 9/4, correct 2 -> mean confidence 3/4, accuracy 2/3, |2 - 9/4| = 1/4
+# ECE = (2/5)|1/2 - 7/16| + (3/5)|2/3 - 3/4| = (1/8 + 1/4) / 5 = 3/40
+ECE_PROBABILITIES = torch.tensor(
+    [[3 / 8, 5 / 16, 5 / 16], [1 / 4, 1 / 2, 1 / 4], [7 / 8, 1 / 16, 1 / 16], [1 / 8, 3 / 4, 1 / 8], [1 / 4, 1 / 8, 5 / 8]]
+).T.reshape(1, 3, 1, 5)
+ECE_TARGET = torch.tensor([[[0, 0, 0, 2, 2]]])
+
+
+def test_ece_hand_worked_two_bins():
+    ece = CalibrationError(num_bins=2)
+    ece.update(ECE_PROBABILITIES, ECE_TARGET)
+    assert ece.compute() == pytest.approx(3 / 40, rel=1e-15)
+    count, confidence, accuracy = ece.bins()
+    assert count.tolist() == [2, 3]
+    assert confidence.tolist() == pytest.approx([7 / 16, 3 / 4], rel=1e-15)
+    assert accuracy.tolist() == pytest.approx([1 / 2, 2 / 3], rel=1e-15)
+    assert expected_calibration_error(ECE_PROBABILITIES, ECE_TARGET, num_bins=2) == pytest.approx(3 / 40, rel=1e-15)
+
+
+def test_ece_bin_edges():
+    """Bin b holds (b/B, (b+1)/B]: with 4 bins, 1/4 -> 0, 1/2 -> 1, 3/4 -> 2, 1 -> 3, just above 1/2 -> 2, 0 -> 0."""
+    confidence = torch.tensor([1 / 4, 1 / 2, 3 / 4, 1.0, 0.5 + 2**-20, 0.0], dtype=torch.float64)
+    probabilities = torch.stack([confidence, confidence / 2]).reshape(1, 2, 1, 6)  # class 0 is the argmax
+    ece = CalibrationError(num_bins=4)
+    ece.update(probabilities, torch.zeros(1, 1, 6, dtype=torch.long))
+    count, mean_confidence, accuracy = ece.bins()
+    assert count.tolist() == [2, 1, 2, 1]
+    assert mean_confidence.tolist() == pytest.approx([1 / 8, 1 / 2, (3 / 4 + 0.5 + 2**-20) / 2, 1.0], rel=1e-15)
+    assert accuracy.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_ece_is_zero_when_calibrated():
+    """8 pixels at each confidence k/8 (k = 5..8, two classes), of which exactly k are right:
+    every bin's accuracy equals its mean confidence."""
+    confidence = torch.tensor([k / 8 for k in range(5, 9) for _ in range(8)])
+    probabilities = torch.stack([confidence, 1 - confidence]).reshape(1, 2, 1, 32)
+    target = torch.tensor([int(i >= k) for k in range(5, 9) for i in range(8)]).reshape(1, 1, 32)  # first k right
+    assert expected_calibration_error(probabilities, target) == pytest.approx(0, abs=1e-15)
+    assert expected_calibration_error(probabilities, 1 - target) > 0.5  # the same pixels all but inverted
+
+
+def test_ece_ignore_batches_merge_and_empty():
+    void = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]).reshape(1, 3, 1, 2)  # wrong and confident
+    probabilities = torch.cat([ECE_PROBABILITIES, void], dim=3)
+    target = torch.cat([ECE_TARGET, torch.full((1, 1, 2), 255)], dim=2)
+    assert expected_calibration_error(probabilities, target, 2, ignore_index=255) == pytest.approx(3 / 40, rel=1e-15)
+    batched, first, second = (CalibrationError(2, ignore_index=255) for _ in range(3))
+    for part in (slice(0, 2), slice(2, 5), slice(5, 7)):
+        batched.update(probabilities[..., part], target[..., part])
+    first.update(probabilities[..., :3], target[..., :3])
+    second.update(probabilities[..., 3:], target[..., 3:])
+    first.merge(second)
+    for ece in (batched, first):
+        assert ece.compute() == pytest.approx(3 / 40, rel=1e-15) and ece.bins()[0].tolist() == [2, 3]
+    with pytest.raises(ValueError, match="merge"):
+        first.merge(CalibrationError(3))
+    batched.reset()
+    assert math.isnan(batched.compute()) and batched.bins()[1].isnan().all()
+
+
+def test_ece_all_reduce_sums_every_bin_tensor(monkeypatch):
+    """Stand in for a second rank with the same pixels: a SUM all-reduce doubles the counts, not the ECE."""
+    import torch.distributed as dist
+
+    def fake_all_reduce(tensor, op, group=None):
+        assert op == dist.ReduceOp.SUM
+        tensor.mul_(2)
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    ece = CalibrationError(2)
+    ece.update(ECE_PROBABILITIES, ECE_TARGET)
+    ece.all_reduce()
+    count, confidence, accuracy = ece.bins()
+    assert count.tolist() == [4, 6] and ece.compute() == pytest.approx(3 / 40, rel=1e-15)
+    assert confidence.tolist() == pytest.approx([7 / 16, 3 / 4]) and accuracy.tolist() == pytest.approx([1 / 2, 2 / 3])
+
+
+def test_ece_bad_inputs():
+    ece = CalibrationError(2, ignore_index=255)
+    with pytest.raises(ValueError, match=r"target holds labels \[3\] outside \[0, 3\) or ignore_index=255"):
+        ece.update(ECE_PROBABILITIES, torch.tensor([[[0, 0, 3, 255, 2]]]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ece.update(ECE_PROBABILITIES * 2, ECE_TARGET)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ece.update(ECE_PROBABILITIES.log(), ECE_TARGET)
+    with pytest.raises(TypeError, match="float probabilities"):
+        ece.update(ECE_PROBABILITIES.long(), ECE_TARGET)
+    with pytest.raises(TypeError, match="integer labels"):
+        ece.update(ECE_PROBABILITIES, ECE_TARGET.float())
+    with pytest.raises(ValueError, match=r"expected \(1, 1, 5\)"):
+        ece.update(ECE_PROBABILITIES, ECE_TARGET[..., :4])
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        ece.update(ECE_PROBABILITIES[0], ECE_TARGET[0])
+    with pytest.raises(ValueError, match="num_bins"):
+        CalibrationError(0)
+    assert ece.count.sum() == 0, "a rejected batch must not be half counted"

@@ -4,10 +4,13 @@ Global accuracy (pixels right / pixels counted), class-average accuracy (mean ov
 per-class recall), mean IoU and frequency-weighted IoU, plus the per-class numbers. A class absent
 from both labels and predictions has no IoU (NaN) and is left out of the means rather than counted
 as 0 or 1; a class absent from the labels likewise has no accuracy.
+
+Also the expected calibration error of per-pixel class probabilities (:class:`CalibrationError`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -123,6 +126,109 @@ def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
         per_class_iou=per_class_iou,
         confusion=counts,
     )
+
+
+class CalibrationError:
+    """Expected calibration error (ECE) of per-pixel predictions (Guo et al. 2017, arXiv 1706.04599).
+
+    A counted pixel's confidence is its largest class probability, and it is correct when that class
+    (the argmax, the first one on ties) is its label; pixels labelled ``ignore_index`` are skipped.
+    Confidences fall into ``num_bins`` equal-width bins over (0, 1]: bin ``b`` holds ``(b/B, (b+1)/B]``,
+    i.e. index ``ceil(B * confidence) - 1`` computed in float64, and a confidence of exactly 0 goes in
+    bin 0. Per bin the pixel count (int64) and the sums of confidence and of correctness (float64) add
+    up over batches and processes, and ``ECE = sum_b n_b / N * |acc_b - conf_b|``, which is
+    ``sum_b |correct_b - confidence_b| / N`` with the sums, so empty bins need no special case.
+    """
+
+    def __init__(self, num_bins: int = 15, ignore_index: int | None = None, device: torch.device | str | None = None) -> None:
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        self.num_bins = num_bins
+        self.ignore_index = ignore_index
+        self.count = torch.zeros(num_bins, dtype=torch.int64, device=device)
+        self.confidence_sum = torch.zeros(num_bins, dtype=torch.float64, device=device)
+        self.correct_sum = torch.zeros(num_bins, dtype=torch.float64, device=device)
+
+    def _state(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.count, self.confidence_sum, self.correct_sum
+
+    def reset(self) -> None:
+        for t in self._state():
+            t.zero_()
+
+    @torch.no_grad()
+    def update(self, probabilities: Tensor, target: Tensor) -> None:
+        """Count one batch.
+
+        ``probabilities``: float (N, C, H, W) class probabilities in [0, 1] (a softmax output; that
+        they sum to 1 is not checked). ``target``: integer labels (N, H, W) in ``[0, C)`` or ``ignore_index``.
+        """
+        if probabilities.dim() != 4:
+            raise ValueError(f"probabilities must be (N, C, H, W), got shape {tuple(probabilities.shape)}")
+        if not probabilities.is_floating_point() or target.is_floating_point():
+            raise TypeError(
+                f"expected float probabilities and integer labels, got probabilities {probabilities.dtype}, target {target.dtype}"
+            )
+        n, num_classes, h, w = probabilities.shape
+        if target.shape != (n, h, w):
+            raise ValueError(
+                f"target {tuple(target.shape)} does not match probabilities {tuple(probabilities.shape)}; "
+                f"expected ({n}, {h}, {w})"
+            )
+        if not ((probabilities >= 0) & (probabilities <= 1)).all():
+            raise ValueError("probabilities must lie in [0, 1] (apply softmax to logits first)")
+        confidence, predicted = probabilities.max(1)
+        if self.ignore_index is not None:
+            counted = target != self.ignore_index
+            confidence, predicted, target = confidence[counted], predicted[counted], target[counted]
+        target = target.long().flatten()
+        _check_range(target, num_classes, self.ignore_index, "target")
+        confidence = confidence.double().flatten()
+        bins = (confidence * self.num_bins).ceil().long().sub(1).clamp(0, self.num_bins - 1)
+        correct = (predicted.flatten() == target).double()
+        device = self.count.device
+        self.count += torch.bincount(bins, minlength=self.num_bins).to(device)
+        self.confidence_sum += torch.bincount(bins, weights=confidence, minlength=self.num_bins).to(device)
+        self.correct_sum += torch.bincount(bins, weights=correct, minlength=self.num_bins).to(device)
+
+    def merge(self, other: CalibrationError) -> None:
+        """Add another accumulator's bins (same ``num_bins``)."""
+        if other.num_bins != self.num_bins:
+            raise ValueError(f"cannot merge {other.num_bins} bins into {self.num_bins}")
+        for mine, theirs in zip(self._state(), other._state()):
+            mine += theirs.to(mine.device)
+
+    def all_reduce(self, group=None) -> None:
+        """Sum the bins over the processes of a ``torch.distributed`` group (in place)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for t in self._state():
+                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+
+    def bins(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Reliability-diagram data per bin, on the CPU: pixel count (int64), mean confidence and
+        accuracy (float64, NaN for empty bins)."""
+        count, confidence_sum, correct_sum = (t.cpu() for t in self._state())
+        filled = count.clamp(min=1)
+        mean_confidence = torch.where(count > 0, confidence_sum / filled, math.nan)
+        return count, mean_confidence, torch.where(count > 0, correct_sum / filled, math.nan)
+
+    def compute(self) -> float:
+        """The ECE; NaN when no pixel was counted."""
+        total = int(self.count.sum())
+        if total == 0:
+            return math.nan
+        return float((self.correct_sum - self.confidence_sum).abs().sum()) / total
+
+
+def expected_calibration_error(
+    probabilities: Tensor, target: Tensor, num_bins: int = 15, ignore_index: int | None = None
+) -> float:
+    """ECE of one batch: ``probabilities`` (N, C, H, W), ``target`` (N, H, W); see :class:`CalibrationError`."""
+    ece = CalibrationError(num_bins, ignore_index, device=probabilities.device)
+    ece.update(probabilities, target)
+    return ece.compute()
 
 
 def _check_range(labels: Tensor, num_classes: int, ignore_index: int | None, what: str) -> None:
