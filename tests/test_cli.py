@@ -128,3 +128,25 @@ def test_default_demo_reaches_the_target_miou(tmp_path):
 
     result = workflows.demo(tmp_path, progress=False)
     assert result.scores.mean_iou >= 0.7, result.scores.summary()
+
+
+def test_predict_mc_writes_uncertainty_heat_maps(folder_dataset, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = segzoo.SegNetBasic(3, dropout="central")
+    checkpoint = segzoo.save_checkpoint(tmp_path / "bayesian.pt", model, metadata={"ignore_index": 255})
+    image = sorted((folder_dataset / "val" / "images").glob("*.png"))[0]
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint), str(image), "--out", str(out), "--mc", "4", "--seed", "3"]) == 0
+    expected = segzoo.uncertainty.mc_predict(model, Image.open(image), samples=4, seed=3)
+    np.testing.assert_array_equal(np.array(Image.open(out / f"{image.stem}_mask.png")), expected.labels[0].numpy())
+    for name in ("entropy", "mutual_information"):
+        heat = np.array(Image.open(out / f"{image.stem}_{name}.png"))
+        values = getattr(expected, name)[0] / np.log(3)
+        np.testing.assert_array_equal(heat, segzoo.viz.heatmap(values).permute(1, 2, 0).numpy())
+
+
+def test_predict_mc_needs_a_model_with_dropout(trained, folder_dataset, tmp_path, capsys):
+    image = sorted((folder_dataset / "val" / "images").glob("*.png"))[0]
+    assert main(["predict", str(trained / "best.pt"), str(image), "--out", str(tmp_path), "--mc", "2"]) == 2
+    assert "no dropout layers" in capsys.readouterr().err

@@ -1,13 +1,16 @@
-"""The trainer: learning, exact resume, freezing, differential LR, accumulation, AMP, predict."""
+"""The trainer: learning, exact resume, freezing, differential LR, accumulation, AMP, predict,
+deterministic runs."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import segzoo
 from segzoo import TrainConfig, Trainer
+from segzoo.train import evaluate
 
 
 def _toy(n=16, size=32, seed=0):
@@ -154,3 +157,120 @@ def test_progress_bars_show_live_loss_and_miou(capsys):
     trainer.fit()
     err = capsys.readouterr().err
     assert "loss=" in err and "mIoU=" in err and "val_mIoU=" in err
+
+
+def test_resume_with_other_steps_per_epoch_continues_the_schedule(tmp_path):
+    """A checkpoint from a run with 4 steps per epoch (e.g. one process) resumed with 2 steps per
+    epoch (e.g. two processes): the schedule continues from the epoch, not the saved step count."""
+    data = _toy(size=16)
+    torch.manual_seed(0)
+    first = Trainer(segzoo.SegNetBasic(3), DataLoader(data, batch_size=4), config=TrainConfig(epochs=1, lr=1e-2), out_dir=tmp_path, progress=False)
+    first.fit()
+    loader = DataLoader(data, batch_size=8, shuffle=True, drop_last=True)
+    resumed = Trainer(segzoo.SegNetBasic(3), loader, config=TrainConfig(epochs=3, lr=1e-2), progress=False)
+    resumed.resume(tmp_path / "last.pt")
+    assert resumed.scheduler.last_epoch == 2
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-2 * (1 - 2 / 6) ** 0.9] * 2)
+    resumed.optimizer.step()
+    resumed.scheduler.step()
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-2 * (1 - 3 / 6) ** 0.9] * 2)
+
+
+def test_evaluate_loss_is_the_pixel_mean_of_the_whole_set_however_batched():
+    torch.manual_seed(0)
+    model = segzoo.SegNetBasic(3).eval()
+    images, masks = _toy(n=7).tensors
+    masks = masks.clone()
+    masks[:, 0, :5] = 255
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.5, 1.0, 2.0]), ignore_index=255)
+    with torch.no_grad():
+        expected = criterion(model(images), masks).item()
+    loss, _ = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=3), 255, criterion)  # 3 + 3 + 1
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+class _NoPooling(segzoo.SegmentationModel):
+    """Conv-BN-ReLU stages and a 1x1 classifier: every op has a deterministic CPU kernel, which
+    SegNet's max_unpool2d lacks. Records whether deterministic algorithms were on in each forward."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.encoder = segzoo.VGGEncoder(3, True, ((8,), (8,)))
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+        self.deterministic_calls: list[bool] = []
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_channels
+
+    def forward(self, x):
+        self.deterministic_calls.append(torch.are_deterministic_algorithms_enabled())
+        for stage in self.encoder.stages:
+            x = stage(x)
+        return self.classifier(x)
+
+
+class _RandomFlips(Dataset):
+    """The toy task, each item flipped at random in the DataLoader worker that loads it."""
+
+    def __init__(self) -> None:
+        self.items = _toy()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        image, mask = self.items[index]
+        return (image.flip(-1), mask.flip(-1)) if torch.rand(()) < 0.5 else (image, mask)
+
+
+def _deterministic_run(seed):
+    torch.manual_seed(0)  # the same initial weights in every run
+    train = DataLoader(_RandomFlips(), batch_size=4, shuffle=True, drop_last=True, num_workers=2)
+    config = TrainConfig(epochs=1, lr=1e-2, seed=seed, deterministic=True)
+    trainer = Trainer(_NoPooling(), train, DataLoader(_toy(), batch_size=8), config, progress=False)
+    trainer.fit()
+    return trainer
+
+
+def test_deterministic_runs_give_bitwise_identical_weights():
+    first, second = _deterministic_run(seed=0), _deterministic_run(seed=0)
+    assert first.model.deterministic_calls and all(first.model.deterministic_calls)
+    assert not torch.are_deterministic_algorithms_enabled(), "the flag is restored after fit"
+    for (key, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), key
+    other = _deterministic_run(seed=1)  # negative control: other shuffles and flips, same start
+    assert not all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), other.model.state_dict().values()))
+
+
+def test_deterministic_flags_are_restored_even_when_fit_stops(monkeypatch):
+    seen = []
+
+    def interrupted(self):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
+    benchmark = torch.backends.cudnn.benchmark
+    trainer = Trainer(_NoPooling(), DataLoader(_toy(), batch_size=4), config=TrainConfig(deterministic=True), progress=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        assert seen == [(True, False, False)]
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="torch 2.15 has no deterministic max_unpool2d kernel")
+def test_segnet_basic_trains_in_deterministic_mode():
+    _trainer(epochs=1, deterministic=True).fit()
+
+
+def test_deterministic_needs_a_seed():
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig(deterministic=True, seed=None)

@@ -8,7 +8,9 @@ import math
 import sys
 from collections.abc import Sequence
 
-from . import __version__, workflows
+import torch
+
+from . import __version__, distributed, workflows
 from .metrics import SegmentationScores
 from .registry import get_model, list_models
 from .train import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -68,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--accumulate", type=_positive, default=1, help="gradient accumulation steps")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available; under torchrun: cuda:LOCAL_RANK)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--deterministic", action="store_true", help="deterministic kernels: reruns give identical weights")
+    train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: BatchNorm statistics over all processes")
 
     evaluate = _command(commands, "evaluate", _evaluate, "score a checkpoint on a dataset split")
     evaluate.add_argument("checkpoint")
@@ -85,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+")
     predict.add_argument("--out", required=True)
     predict.add_argument("--device")
+    predict.add_argument("--mc", type=_positive, metavar="T",
+                         help="Monte Carlo dropout with T passes (models built with dropout, e.g. Bayesian SegNet); "
+                              "also writes entropy and mutual-information heat maps")
+    predict.add_argument("--seed", type=int, default=0, help="dropout seed with --mc (default: %(default)s)")
 
     models = _command(commands, "models", _models, "list models with parameters and GFLOPs")
     models.add_argument("--size", type=_positive, nargs=2, default=(360, 480), metavar=("H", "W"))
@@ -119,11 +127,12 @@ def _train(args: argparse.Namespace) -> None:
     kwargs = {"num_classes": train_set.num_classes}
     if args.weights_backbone:
         kwargs["weights_backbone"] = args.weights_backbone
+    torch.manual_seed(args.seed)  # the initial weights too, so that --deterministic reruns match
     model = get_model(args.model, **kwargs)
     config = TrainConfig(
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
-        accumulate_steps=args.accumulate, seed=args.seed,
+        accumulate_steps=args.accumulate, seed=args.seed, sync_batchnorm=args.sync_bn, deterministic=args.deterministic,
     )  # fmt: skip
     result = workflows.train(
         model, train_set, val_set, args.out, config, batch_size=args.batch_size,
@@ -132,7 +141,9 @@ def _train(args: argparse.Namespace) -> None:
         class_weights=None if args.class_weights == "none" else args.class_weights,
         resume=args.resume, num_workers=args.workers, device=args.device, progress=args.progress,
     )  # fmt: skip
-    _print_run(result)
+    if distributed.is_main():
+        _print_run(result)
+    distributed.shutdown()  # the group workflows.train joined under torchrun
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -144,7 +155,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    for path in workflows.predict_files(args.checkpoint, args.images, args.out, args.device):
+    for path in workflows.predict_files(args.checkpoint, args.images, args.out, args.device, args.mc, args.seed):
         print(path)
 
 

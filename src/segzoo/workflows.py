@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import viz
+from . import distributed, viz
 from .base import SegmentationModel
 from .checkpoint import load, load_checkpoint, model_from_checkpoint
 from .data import CamVid, SegmentationFolder, SyntheticShapes, denormalize, eval_transforms, train_transforms
@@ -23,6 +24,7 @@ from .metrics import SegmentationScores
 from .registry import get_model, list_models
 from .train import TrainConfig, Trainer, make_loader
 from .train import evaluate as evaluate_loader
+from .uncertainty import mc_predict, normalised
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ def train(
     ``crop_size`` enables random scale (``train_scale``) + crop + flip augmentation; without it
     images are only normalised (and resized to ``eval_size`` when given). ``class_weights="median"``
     applies median-frequency balancing computed on the training masks.
+
+    Launched by ``torchrun``, every process runs this same call: it joins the process group,
+    trains data-parallel with ``batch_size`` images per process, and rank 0 alone writes the
+    files; every process returns the same scores.
     """
     if class_weights not in (None, "median"):
         raise ValueError(f"class_weights must be None or 'median', got {class_weights!r}")
@@ -106,13 +112,15 @@ def train(
         "eval_size": list(eval_size) if eval_size else None,
         "palette": "camvid" if isinstance(train_set, CamVid) else "voc",
     }
+    process_device = distributed.setup(device)  # before the loaders: they shard once a process group exists
+    sharded, seed = distributed.is_active(), config.seed or 0
     trainer = Trainer(
         model,
-        make_loader(train_set, batch_size, shuffle=True, num_workers=num_workers),
-        make_loader(val_set, batch_size, shuffle=False, num_workers=num_workers),
+        make_loader(train_set, batch_size, shuffle=True, num_workers=num_workers, distributed=sharded, seed=seed),
+        make_loader(val_set, batch_size, shuffle=False, num_workers=num_workers, distributed=sharded),
         config,
         class_weights=weights,
-        device=device,
+        device=process_device,
         out_dir=out_dir,
         progress=progress,
         metadata=metadata,
@@ -120,11 +128,14 @@ def train(
     if resume:
         trainer.resume(out_dir / "last.pt")
     history = trainer.fit()
-    best = load(out_dir / "best.pt", map_location=trainer.device) if (out_dir / "best.pt").exists() else trainer.model
-    scores, files = evaluate(best, val_set, metadata, out_dir, batch_size, device=trainer.device)
-    curves = write_curves(history, out_dir)
-    if curves is not None:
-        files["curves"] = curves
+    scores, files = None, {}
+    if distributed.is_main():
+        best = load(out_dir / "best.pt", map_location=trainer.device) if (out_dir / "best.pt").exists() else trainer.model
+        scores, files = evaluate(best, val_set, metadata, out_dir, batch_size, device=trainer.device)
+        curves = write_curves(history, out_dir)
+        if curves is not None:
+            files["curves"] = curves
+    scores = distributed.broadcast_object(scores)
     return RunResult(out_dir, history, scores, tuple(train_set.class_names), files)
 
 
@@ -227,9 +238,17 @@ def predict_files(
     images: list[str | os.PathLike],
     out_dir: str | os.PathLike,
     device: str | None = None,
+    mc_samples: int | None = None,
+    seed: int = 0,
 ) -> list[Path]:
     """For each image write ``<stem>_mask.png`` (palette PNG whose pixels are class indices) and
-    ``<stem>_overlay.png``; images are resized to the training size, if any, and the labels back."""
+    ``<stem>_overlay.png``; images are resized to the training size, if any, and the outputs back.
+
+    With ``mc_samples`` (a model built with dropout, e.g. Bayesian SegNet), the mask is the mean of
+    that many Monte Carlo dropout passes (seeded), and heat maps of the predictive entropy and the
+    mutual information, each divided by log C, are written beside it (``<stem>_entropy.png``,
+    ``<stem>_mutual_information.png``; black: certain, pale yellow: log C).
+    """
     from PIL import Image
 
     from .data.folder import image_to_tensor
@@ -248,14 +267,24 @@ def predict_files(
             raise ValueError(f"cannot read image {path}: {error}") from error
         resized = image
         if eval_size:
-            resized = torch.nn.functional.interpolate(image[None].float(), size=tuple(eval_size), mode="bilinear", antialias=True)
+            resized = F.interpolate(image[None].float(), size=tuple(eval_size), mode="bilinear", antialias=True)
             resized = resized.round().clamp(0, 255).to(torch.uint8)[0]
-        labels = model.predict(resized)
+        maps: dict[str, Tensor] = {}
+        if mc_samples:
+            result = mc_predict(model, resized, mc_samples, seed=seed)
+            labels = result.labels
+            maps = {"entropy": result.entropy, "mutual_information": result.mutual_information}
+        else:
+            labels = model.predict(resized)
         if eval_size:
-            labels = torch.nn.functional.interpolate(labels[None].float(), size=image.shape[-2:], mode="nearest").long()[0]
+            labels = F.interpolate(labels[None].float(), size=image.shape[-2:], mode="nearest").long()[0]
+            maps = {k: F.interpolate(v[None], size=image.shape[-2:], mode="bilinear")[0] for k, v in maps.items()}
         labels = labels[0].cpu()
         written.append(viz.save_mask_png(Path(out_dir) / f"{path.stem}_mask.png", labels, colours))
         written.append(viz.save_png(Path(out_dir) / f"{path.stem}_overlay.png", viz.overlay(image, labels, colours)))
+        for name, values in maps.items():
+            heat = viz.heatmap(normalised(values[0].float().cpu(), model.num_classes))
+            written.append(viz.save_png(Path(out_dir) / f"{path.stem}_{name}.png", heat))
     return written
 
 
