@@ -59,7 +59,8 @@ def test_train_resume_continues_to_more_epochs(trained, folder_dataset):
 def test_evaluate_prints_the_papers_numbers(trained, folder_dataset, capsys, tmp_path):
     assert main(["evaluate", str(trained / "best.pt"), "--data", str(folder_dataset), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| global acc | class avg acc | mIoU | fwIoU |" in out
+    assert "| global acc | class avg acc | mIoU | BF | fwIoU | ECE |" in out  # the SegNet paper's order first
+    assert "| class | IoU | accuracy | BF |" in out
     assert (tmp_path / "predictions.png").is_file()
 
 

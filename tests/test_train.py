@@ -189,6 +189,25 @@ def test_evaluate_loss_is_the_pixel_mean_of_the_whole_set_however_batched():
     assert loss == pytest.approx(expected, rel=1e-6)
 
 
+def test_detailed_evaluation_adds_bf_and_ece_of_the_whole_set():
+    torch.manual_seed(0)
+    model = segzoo.SegNetBasic(3).eval()
+    images, masks = _toy(n=5).tensors
+    masks = masks.clone()
+    masks[:, :3] = 255
+    _, plain = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=2), 255)
+    _, detailed = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=2), 255, detailed=True)
+    assert plain.bf_score is None and plain.ece is None and list(plain.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "fw_iou"]
+    with torch.no_grad():
+        logits = model(images)
+    image_bf, class_f1 = segzoo.boundary_f1(logits, masks, 3, ignore_index=255)
+    assert detailed.bf_score == pytest.approx(image_bf.nanmean().item(), abs=1e-12)
+    torch.testing.assert_close(detailed.per_class_bf, class_f1.nanmean(0), equal_nan=True)
+    assert detailed.ece == pytest.approx(segzoo.expected_calibration_error(logits.softmax(1), masks, ignore_index=255), abs=1e-9)
+    assert list(detailed.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "bf_score", "fw_iou", "ece"]
+    assert detailed.mean_iou == plain.mean_iou
+
+
 class _NoPooling(segzoo.SegmentationModel):
     """Conv-BN-ReLU stages and a 1x1 classifier: every op has a deterministic CPU kernel, which
     SegNet's max_unpool2d lacks. Records whether deterministic algorithms were on in each forward."""

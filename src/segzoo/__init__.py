@@ -4,10 +4,11 @@ __version__ = "0.1.0"
 
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, make_stages
+from .boundary import BoundaryF1, boundary_f1
 from .checkpoint import load, load_weights, save_checkpoint
 from .fcn import FCN8s, FCN16s, FCN32s
 from .losses import median_frequency_weights
-from .metrics import ConfusionMatrix, SegmentationScores
+from .metrics import CalibrationError, ConfusionMatrix, SegmentationScores, expected_calibration_error
 from .registry import get_model, list_models
 from .segnet import SegNet, SegNetBasic
 from .train import TrainConfig, Trainer
@@ -16,6 +17,8 @@ from .vgg import VGG16, VGGEncoder
 
 __all__ = [
     "VGG16",
+    "BoundaryF1",
+    "CalibrationError",
     "ConfusionMatrix",
     "ConvBNReLU",
     "FCN8s",
@@ -29,6 +32,8 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "VGGEncoder",
+    "boundary_f1",
+    "expected_calibration_error",
     "get_model",
     "list_models",
     "load",

@@ -168,13 +168,28 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def format_scores(scores: SegmentationScores, class_names: Sequence[str]) -> str:
-    """The headline numbers in the papers' order, then per-class IoU and accuracy, as markdown."""
-    lines = ["| global acc | class avg acc | mIoU | fwIoU |", "|---:|---:|---:|---:|"]
-    lines.append("| " + " | ".join(_percent(v) for v in scores.summary().values()) + " |")
-    lines += ["", "| class | IoU | accuracy |", "|---|---:|---:|"]
-    for name, iou, accuracy in zip(class_names, scores.per_class_iou.tolist(), scores.per_class_accuracy.tolist()):
-        lines.append(f"| {name} | {_percent(iou)} | {_percent(accuracy)} |")
+    """The headline numbers in the papers' order (BF and ECE when computed), then per-class IoU,
+    accuracy (and BF), as markdown; all in percent."""
+    summary = scores.summary()
+    lines = ["| " + " | ".join(_HEADINGS[name] for name in summary) + " |", "|" + "---:|" * len(summary)]
+    lines.append("| " + " | ".join(_percent(v) for v in summary.values()) + " |")
+    columns = [scores.per_class_iou.tolist(), scores.per_class_accuracy.tolist()]
+    if scores.per_class_bf is not None:
+        columns.append(scores.per_class_bf.tolist())
+    lines += ["", "| class | IoU | accuracy |" + (" BF |" if len(columns) == 3 else ""), "|---|" + "---:|" * len(columns)]
+    for name, *values in zip(class_names, *columns):
+        lines.append(f"| {name} | " + " | ".join(_percent(v) for v in values) + " |")
     return "\n".join(lines)
+
+
+_HEADINGS = {
+    "global_accuracy": "global acc",
+    "class_accuracy": "class avg acc",
+    "mean_iou": "mIoU",
+    "bf_score": "BF",
+    "fw_iou": "fwIoU",
+    "ece": "ECE",
+}
 
 
 def _percent(value: float) -> str:

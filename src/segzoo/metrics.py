@@ -29,15 +29,24 @@ class SegmentationScores:
     per_class_iou: Tensor
     #: the int64 confusion matrix the scores come from (rows: ground truth), on the CPU
     confusion: Tensor
+    #: boundary F1 (:mod:`segzoo.boundary`) and its per-class means, when they were computed
+    bf_score: float | None = None
+    per_class_bf: Tensor | None = None
+    #: expected calibration error of the softmax confidences, when it was computed
+    ece: float | None = None
 
     def summary(self) -> dict[str, float]:
-        """The four headline numbers, in the papers' order."""
-        return {
+        """The headline numbers in the papers' order (SegNet's G, C, mIoU, BF; then FCN's fwIoU),
+        then ECE; BF and ECE only when computed."""
+        numbers = {
             "global_accuracy": self.global_accuracy,
             "class_accuracy": self.class_accuracy,
             "mean_iou": self.mean_iou,
+            "bf_score": self.bf_score,
             "fw_iou": self.fw_iou,
+            "ece": self.ece,
         }
+        return {name: value for name, value in numbers.items() if value is not None}
 
 
 class ConfusionMatrix:

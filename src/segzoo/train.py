@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,8 @@ from . import distributed
 from .base import SegmentationModel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import ShardSampler
-from .metrics import ConfusionMatrix, SegmentationScores
+from .boundary import BoundaryF1
+from .metrics import CalibrationError, ConfusionMatrix, SegmentationScores
 
 logger = logging.getLogger(__name__)
 
@@ -301,9 +302,11 @@ def evaluate(
     criterion: nn.CrossEntropyLoss | None = None,
     amp: bool = False,
     progress: bool = False,
+    detailed: bool = False,
 ) -> tuple[float, SegmentationScores]:
     """Run ``model`` (eval mode, on its own device) over (images, masks) batches: the mean of
-    ``criterion`` (cross-entropy by default) and the confusion-matrix scores.
+    ``criterion`` (cross-entropy by default) and the confusion-matrix scores; with ``detailed``,
+    also the boundary F1 score (per class too) and the expected calibration error.
 
     The loss is averaged over all counted pixels (weighted by the criterion's class weights), as
     if the whole loader were one batch, so it does not depend on how the data is batched or
@@ -323,6 +326,8 @@ def evaluate(
     device = next(model.parameters()).device
     criterion = criterion or nn.CrossEntropyLoss(ignore_index=_ignore(ignore_index))
     matrix = ConfusionMatrix(model.num_classes, ignore_index, device=device)
+    boundary = BoundaryF1(model.num_classes, ignore_index, device=device) if detailed else None
+    calibration = CalibrationError(ignore_index=ignore_index, device=device) if detailed else None
     autocast = torch.autocast(device.type, dtype=_amp_dtype(device)) if amp else nullcontext()
     total = torch.zeros((), dtype=torch.float64, device=device)
     weight = torch.zeros((), dtype=torch.float64, device=device)
@@ -335,12 +340,21 @@ def evaluate(
         total += batch_total.double()
         weight += batch_weight
         matrix.update(logits, masks)
+        if boundary is not None and calibration is not None:
+            boundary.update(logits, masks)
+            calibration.update(logits.float().softmax(1), masks)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{float(total / weight):.4f}", mIoU=f"{matrix.compute().mean_iou:.3f}")
     if isinstance(sampler, ShardSampler):
-        matrix.all_reduce()
+        for accumulator in (matrix, boundary, calibration):
+            if accumulator is not None:
+                accumulator.all_reduce()
         total, weight = distributed.all_reduce_sum([float(total), float(weight)], device)
-    return float(total / weight) if weight > 0 else math.nan, matrix.compute()
+    scores = matrix.compute()
+    if boundary is not None and calibration is not None:
+        boundaries = boundary.compute()
+        scores = replace(scores, bf_score=boundaries.bf_score, per_class_bf=boundaries.per_class, ece=calibration.compute())
+    return float(total / weight) if weight > 0 else math.nan, scores
 
 
 def _summed_loss(criterion: nn.CrossEntropyLoss, logits: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

@@ -148,10 +148,10 @@ def evaluate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
 ) -> tuple[SegmentationScores, dict[str, Path]]:
-    """Scores of ``model`` on a transformed ``dataset``; with ``out_dir``, also a prediction grid of
+    """Scores of ``model`` on a transformed ``dataset`` (BF and ECE included); with ``out_dir``, also a prediction grid of
     its first images (``predictions.png``) and, with matplotlib, ``confusion_matrix.png``."""
     model.to(device or next(model.parameters()).device)
-    _, scores = evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), metadata.get("ignore_index"))
+    _, scores = evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), metadata.get("ignore_index"), detailed=True)
     files: dict[str, Path] = {}
     if out_dir is not None:
         images, masks = (torch.stack(column) for column in zip(*(dataset[i] for i in range(min(8, len(dataset))))))
