@@ -97,6 +97,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         (["train", "--model", "segnet_basic", "--data", "/nonexistent", "--num-classes", "3"], "does not exist"),
         (["train", "--model", "segnet_basic", "--data", "/tmp"], "needs num_classes"),
         (["train", "--model", "segnet_basic", "--data", "/tmp", "--num-classes", "3", "--weights-backbone", "DEFAULT"], "from scratch"),
+        (["train", "--model", "segnet_basic", "--data", "/tmp", "--reinit-head"], "needs --init-from"),
+        (["train", "--model", "fcn8s", "--data", "/tmp", "--dropout", "central"], "has its own"),
         (["evaluate", "/nonexistent.pt", "--data", "/tmp"], "not found"),
         (["predict", "/nonexistent.pt", "x.png", "--out", "/tmp/x"], "not found"),
     ],
@@ -151,3 +153,24 @@ def test_predict_mc_needs_a_model_with_dropout(trained, folder_dataset, tmp_path
     image = sorted((folder_dataset / "val" / "images").glob("*.png"))[0]
     assert main(["predict", str(trained / "best.pt"), str(image), "--out", str(tmp_path), "--mc", "2"]) == 2
     assert "no dropout layers" in capsys.readouterr().err
+
+
+def _conv_weights(state):
+    return {k: v for k, v in state.items() if k.endswith("conv.weight")}
+
+
+def test_train_init_from_a_checkpoint_with_other_classes_needs_reinit_head(folder_dataset, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    start = segzoo.save_checkpoint(tmp_path / "five.pt", segzoo.SegNetBasic(5))
+    args = ["train", "--model", "segnet_basic", "--data", str(folder_dataset), "--num-classes", "3", "--ignore-index", "255", "--epochs", "1",
+            "--batch-size", "3", "--optimizer", "sgd", "--lr", "1e-9", "--no-progress", "--init-from", str(start)]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "has 5 classes, the model has 3" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--reinit-head", "--dropout", "central"]) == 0
+    trained = segzoo.checkpoint.load_checkpoint(tmp_path / "run" / "last.pt")
+    assert trained["model"]["config"]["dropout"] == "central"
+    source = segzoo.checkpoint.load_checkpoint(start)["state_dict"]
+    for key, value in _conv_weights(trained["state_dict"]).items():  # lr 1e-9: still the checkpoint's weights
+        torch.testing.assert_close(value, source[key], rtol=0, atol=1e-6)
+    assert trained["state_dict"]["classifier.weight"].shape[0] == 3

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__, distributed, workflows
+from .checkpoint import load_weights
 from .metrics import SegmentationScores
 from .registry import get_model, list_models
+from .segnet import DROPOUT_PLACEMENTS
 from .train import OPTIMIZERS, SCHEDULES, TrainConfig
 
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError)
@@ -54,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--ignore-index", type=int, help="mask label to ignore (folder layout)")
     train.add_argument("--out", default="segzoo-run", help="output folder for checkpoints and pictures (default: %(default)s)")
     train.add_argument("--weights-backbone", help="DEFAULT / IMAGENET1K_V1 or a torchvision-layout checkpoint file (not for segnet_basic)")
+    train.add_argument("--init-from", metavar="CHECKPOINT", help="start from a segzoo checkpoint's weights (same model)")
+    train.add_argument("--reinit-head", action="store_true",
+                       help="with --init-from: keep every weight but the class-dependent head, which starts fresh (new classes)")
+    train.add_argument("--dropout", choices=DROPOUT_PLACEMENTS, default="none",
+                       help="SegNet models: dropout placement; central = Bayesian SegNet (default: %(default)s)")
     train.add_argument("--epochs", type=_positive, default=30)
     train.add_argument("--batch-size", type=_positive, default=8)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -123,12 +130,20 @@ def _demo(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     if args.weights_backbone and args.model == "segnet_basic":
         raise ValueError("segnet_basic has no pretrained encoder (the paper trains it from scratch); drop --weights-backbone")
+    if args.reinit_head and not args.init_from:
+        raise ValueError("--reinit-head needs --init-from CHECKPOINT")
+    if args.dropout != "none" and not args.model.startswith("segnet"):
+        raise ValueError(f"--dropout places SegNet's dropout; {args.model} has its own (fc6/fc7)")
     train_set, val_set = workflows.datasets(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
     kwargs = {"num_classes": train_set.num_classes}
     if args.weights_backbone:
         kwargs["weights_backbone"] = args.weights_backbone
+    if args.dropout != "none":
+        kwargs["dropout"] = args.dropout
     torch.manual_seed(args.seed)  # the initial weights too, so that --deterministic reruns match
     model = get_model(args.model, **kwargs)
+    if args.init_from:
+        load_weights(model, args.init_from, reinit_head=args.reinit_head)
     config = TrainConfig(
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
