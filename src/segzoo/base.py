@@ -17,6 +17,10 @@ class SegmentationModel(nn.Module):
 
     Subclasses set ``self.encoder`` (which knows its ``in_channels``), implement ``forward`` and
     ``num_classes``, and extend ``config`` with their options (checkpoints rebuild from it).
+
+    Inputs are not scanned for NaN or infinity (a pass over every batch, which torchvision's models
+    do not pay either): in eval mode a non-finite pixel makes its own image's logits non-finite and
+    leaves the other images of the batch alone.
     """
 
     encoder: nn.Module
@@ -57,9 +61,11 @@ class SegmentationModel(nn.Module):
     @torch.inference_mode()
     def predict(self, images: Any, return_probabilities: bool = False) -> Tensor:
         """Class labels (N, H, W) for PIL images (one or a list), uint8 tensors (3, H, W) /
-        (N, 3, H, W), uint8 arrays (H, W, 3) / (N, H, W, 3), or an already normalised float batch. uint8 input is scaled to [0, 1] and normalised with
-        ``mean``/``std``. With ``return_probabilities``, softmax probabilities (N, C, H, W) instead.
-        Runs in eval mode and restores the previous mode afterwards."""
+        (N, 3, H, W), uint8 arrays (H, W, 3) / (N, H, W, 3), or an already normalised float batch (any
+        float dtype, converted to the model's). uint8 input is scaled to [0, 1] and normalised with
+        ``mean``/``std``; PIL images of any mode are converted to RGB first. With
+        ``return_probabilities``, softmax probabilities (N, C, H, W) instead. Runs in eval mode and
+        restores the previous mode afterwards."""
         batch = self.prepare(images)
         was_training = self.training
         self.eval()
@@ -70,26 +76,39 @@ class SegmentationModel(nn.Module):
         return logits.softmax(1) if return_probabilities else logits.argmax(1)
 
     def prepare(self, images: Any) -> Tensor:
-        """Turn PIL images / uint8 data into a normalised float batch on the model's device."""
-        device = next(self.parameters()).device
+        """Turn images into a batch (N, C, H, W) in the model's dtype, on its device: uint8 data
+        (see :meth:`predict`) is scaled to [0, 1] and normalised with ``mean``/``std``, float data is
+        taken as already normalised and only converted."""
+        weight = next(self.parameters())
         if isinstance(images, Sequence) and not isinstance(images, (Tensor, np.ndarray)):
+            if len(images) == 0:
+                raise ValueError("expected at least one image, got an empty sequence")
             tensors = [_to_tensor(image) for image in images]
-            sizes = {tuple(t.shape) for t in tensors}
-            if len(sizes) > 1:
-                raise ValueError(f"images in one call must share a size, got {sorted(sizes)}")
+            kinds = sorted({f"{tuple(t.shape)} {t.dtype}" for t in tensors})
+            if any(t.dim() != 3 for t in tensors):
+                raise ValueError(f"a sequence must hold single images ((C, H, W) tensors, (H, W, C) arrays), got {kinds}")
+            if len(kinds) > 1:
+                raise ValueError(f"images in one call must share a size and dtype, got {kinds}")
             batch = torch.stack(tensors)
         else:
             batch = _to_tensor(images)
             if batch.dim() == 3:
                 batch = batch.unsqueeze(0)
-        batch = batch.to(device)
-        if batch.dtype == torch.uint8:
-            mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
-            batch = (batch.float() / 255 - mean) / std
-        elif not batch.is_floating_point():
+        if batch.is_floating_point():
+            return batch.to(weight.device, weight.dtype)
+        if batch.dtype != torch.uint8:
             raise TypeError(f"images must be uint8 (0-255) or already normalised floats, got {batch.dtype}")
-        return batch
+        channels = len(self.mean)
+        if batch.dim() != 4 or batch.shape[1] != channels:
+            raise ValueError(
+                f"uint8 images must have {channels} channels: tensors ({channels}, H, W) or (N, {channels}, H, W), "
+                f"arrays (H, W, {channels}) or (N, H, W, {channels}); got {tuple(batch.shape)} read channels first"
+            )
+        # normalised in at least float32, so a half model gets rounded results, not half-precision arithmetic
+        work = torch.promote_types(weight.dtype, torch.float32)
+        mean = torch.tensor(self.mean, dtype=work, device=weight.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=work, device=weight.device).view(1, -1, 1, 1)
+        return ((batch.to(weight.device, work) / 255 - mean) / std).to(weight.dtype)
 
 
 def _to_tensor(image: Any) -> Tensor:
@@ -104,4 +123,5 @@ def _to_tensor(image: Any) -> Tensor:
         image = np.asarray(image.convert("RGB"))
     if image.ndim not in (3, 4):
         raise ValueError(f"expected an HWC image or NHWC batch array, got shape {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, -3)))
+    # a copy: the tensor must not share (possibly read-only) memory with the caller's array
+    return torch.from_numpy(np.array(np.moveaxis(image, -1, -3), order="C"))

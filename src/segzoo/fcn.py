@@ -95,7 +95,7 @@ class _FCN(SegmentationModel):
         }
 
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)
+        check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__, next(self.encoder.parameters()))
         _, _, pool3, pool4, pool5 = self.encoder(x)
         h = self.drop6(F.relu(self.fc6(pool5)))
         h = self.score_fr(self.drop7(F.relu(self.fc7(h))))

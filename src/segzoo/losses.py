@@ -21,14 +21,19 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
     arrays, or ``(image, mask)`` pairs as a segmentation dataset does. Returns a float32 tensor of
     ``num_classes`` weights, ready for ``nn.CrossEntropyLoss(weight=...)``.
     """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     pixels = np.zeros(num_classes, dtype=np.int64)
     image_pixels = np.zeros(num_classes, dtype=np.int64)
     for item in dataset_or_masks:
         mask = item[-1] if isinstance(item, (tuple, list)) else item
-        mask = mask.numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+        mask = mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
         if mask.dtype.kind not in "iu":
             raise TypeError(f"masks must hold integer class labels, got dtype {mask.dtype}")
-        for single in mask.reshape(-1, *mask.shape[-2:]):
+        if mask.ndim < 2:
+            raise ValueError(f"masks must be (H, W) or (N, H, W), got shape {mask.shape}")
+        # an empty mask has nothing to count (and reshape's -1 would be ambiguous for it)
+        for single in mask.reshape(-1, *mask.shape[-2:]) if mask.size else ():
             labels = single[single != ignore_index] if ignore_index is not None else single.ravel()
             if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
                 outside = sorted(set(np.unique(labels[(labels < 0) | (labels >= num_classes)]).tolist()))[:10]
@@ -38,7 +43,7 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
             image_pixels[counts > 0] += labels.size
     present = pixels > 0
     if not present.any():
-        raise ValueError("no labelled pixels found: cannot compute class frequencies")
+        raise ValueError("no labelled pixels found: class frequencies need at least one pixel not labelled ignore_index")
     frequency = pixels[present] / image_pixels[present]
     weights = np.zeros(num_classes)
     weights[present] = np.median(frequency) / frequency

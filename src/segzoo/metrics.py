@@ -74,11 +74,14 @@ class ConfusionMatrix:
         ``prediction``: logits or probabilities (N, num_classes, H, W), or labels (N, H, W).
         ``target``: integer labels (N, H, W) in ``[0, num_classes)`` or ``ignore_index``.
         """
+        _check_tensors(prediction=prediction, target=target)
         if prediction.dim() == target.dim() + 1:
             if prediction.shape[1] != self.num_classes:
                 raise ValueError(
                     f"prediction has {prediction.shape[1]} channels, expected num_classes={self.num_classes}"
                 )
+            if not prediction.is_floating_point():
+                raise TypeError(f"(N, num_classes, H, W) predictions must be float scores, got {prediction.dtype}")
             prediction = prediction.argmax(1)
         if prediction.shape != target.shape:
             raise ValueError(
@@ -87,8 +90,10 @@ class ConfusionMatrix:
             )
         if prediction.is_floating_point() or target.is_floating_point():
             raise TypeError(f"labels must be integer tensors, got prediction {prediction.dtype}, target {target.dtype}")
+        # compared in int64: in a narrower dtype the ignore label wraps around (uint8 255 == -1)
+        target, prediction = target.long(), prediction.long()
         counted = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-        target, prediction = target[counted].long(), prediction[counted].long()
+        target, prediction = target[counted], prediction[counted]
         _check_range(target, self.num_classes, self.ignore_index, "target")
         _check_range(prediction, self.num_classes, None, "prediction")
         cells = torch.bincount(target * self.num_classes + prediction, minlength=self.num_classes**2)
@@ -172,8 +177,9 @@ class CalibrationError:
         ``probabilities``: float (N, C, H, W) class probabilities in [0, 1] (a softmax output; that
         they sum to 1 is not checked). ``target``: integer labels (N, H, W) in ``[0, C)`` or ``ignore_index``.
         """
-        if probabilities.dim() != 4:
-            raise ValueError(f"probabilities must be (N, C, H, W), got shape {tuple(probabilities.shape)}")
+        _check_tensors(probabilities=probabilities, target=target)
+        if probabilities.dim() != 4 or probabilities.shape[1] == 0:
+            raise ValueError(f"probabilities must be (N, C, H, W) with C >= 1, got shape {tuple(probabilities.shape)}")
         if not probabilities.is_floating_point() or target.is_floating_point():
             raise TypeError(
                 f"expected float probabilities and integer labels, got probabilities {probabilities.dtype}, target {target.dtype}"
@@ -187,10 +193,11 @@ class CalibrationError:
         if not ((probabilities >= 0) & (probabilities <= 1)).all():
             raise ValueError("probabilities must lie in [0, 1] (apply softmax to logits first)")
         confidence, predicted = probabilities.max(1)
+        target = target.long()  # before comparing with ignore_index, which would wrap in a narrower dtype
         if self.ignore_index is not None:
             counted = target != self.ignore_index
             confidence, predicted, target = confidence[counted], predicted[counted], target[counted]
-        target = target.long().flatten()
+        target = target.flatten()
         _check_range(target, num_classes, self.ignore_index, "target")
         confidence = confidence.double().flatten()
         bins = (confidence * self.num_bins).ceil().long().sub(1).clamp(0, self.num_bins - 1)
@@ -238,6 +245,12 @@ def expected_calibration_error(
     ece = CalibrationError(num_bins, ignore_index, device=probabilities.device)
     ece.update(probabilities, target)
     return ece.compute()
+
+
+def _check_tensors(**named: object) -> None:
+    wrong = [f"{name} {type(value).__name__}" for name, value in named.items() if not isinstance(value, Tensor)]
+    if wrong:
+        raise TypeError(f"{' and '.join(named)} must be torch.Tensors, got {', '.join(wrong)}")
 
 
 def _check_range(labels: Tensor, num_classes: int, ignore_index: int | None, what: str) -> None:

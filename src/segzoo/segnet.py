@@ -89,7 +89,7 @@ class _SegNetBase(SegmentationModel):
         return {**super().config, "ceil_mode": self.encoder.ceil_mode, "dropout": self.dropout, "dropout_rate": self.dropout_rate}
 
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__)
+        check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__, next(self.encoder.parameters()))
         sizes, indices = [], []
         for stage, drop in zip(self.encoder.stages, self.encoder_dropout):
             x = stage(x)

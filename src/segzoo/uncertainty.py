@@ -88,6 +88,8 @@ def _entropy(probabilities: Tensor) -> Tensor:
 def predictive_uncertainty(samples: Tensor) -> MCPrediction:
     """Mean, entropy, mutual information and variance of softmax samples (T, N, C, H, W), e.g. of an
     ensemble or of passes you ran yourself. Probabilities must be non-negative and sum to 1 over C."""
+    if not isinstance(samples, Tensor):
+        raise TypeError(f"expected softmax samples (T, N, C, H, W) as a torch.Tensor, got {type(samples).__name__}")
     if samples.dim() != 5 or not samples.is_floating_point():
         raise ValueError(f"expected float softmax samples (T, N, C, H, W), got {samples.dtype} {tuple(samples.shape)}")
     if samples.shape[0] < 1:

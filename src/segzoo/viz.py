@@ -68,7 +68,7 @@ def heatmap(values: Tensor, vmax: float = 1.0) -> Tensor:
     if not vmax > 0:
         raise ValueError(f"vmax must be positive, got {vmax}")
     if not torch.isfinite(values).all():
-        raise ValueError("values hold NaN or infinity")
+        raise ValueError("values must be finite, got NaN or infinity")
     position = (values.detach().cpu().double() / vmax).clamp(0, 1) * (len(_INFERNO) - 1)
     low = position.floor().long().clamp(max=len(_INFERNO) - 2)
     weight = (position - low).unsqueeze(-1)
@@ -140,7 +140,7 @@ def overlay(
     blended = (alpha * colour.double() + (1.0 - alpha) * image.double()).round().to(torch.uint8)
     if ignore_index is None:
         return blended
-    return torch.where(mask.detach().cpu() == ignore_index, image, blended)
+    return torch.where(mask.detach().cpu().long() == ignore_index, image, blended)
 
 
 def save_png(path: PathLike, image: Tensor) -> Path:
@@ -355,7 +355,10 @@ def _check_image(image: object, name: str) -> None:
 
 
 def _as_colours(colours: Colours) -> Tensor:
-    table = colours.detach().cpu() if isinstance(colours, Tensor) else torch.as_tensor(colours)
+    try:
+        table = colours.detach().cpu() if isinstance(colours, Tensor) else torch.as_tensor(colours)
+    except (TypeError, ValueError, RuntimeError) as err:  # None, strings, ragged rows
+        raise TypeError(f"colours must be a (K, 3) tensor or nested sequence of ints, got {colours!r:.80}") from err
     if table.is_floating_point() or table.dtype == torch.bool:
         raise TypeError(f"colours must be integers in [0, 255], got {table.dtype}")
     if table.dim() != 2 or table.shape[1] != 3 or len(table) == 0:
