@@ -81,3 +81,27 @@ def test_ceil_mode_gives_the_caffe_pool5_size(ceil_mode, pool5_input):
     encoder = SegNet(2, ceil_mode=ceil_mode).encoder.eval()
     with torch.no_grad():
         assert encoder(torch.randn(1, 3, 360, 480))[3].shape[-2:] == pool5_input
+
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+def test_compact_and_native_unpooling_give_bitwise_equal_outputs_and_gradients(ceil_mode):
+    torch.manual_seed(0)
+    compact = SegNetBasic(3, ceil_mode=ceil_mode)
+    native = SegNetBasic(3, ceil_mode=ceil_mode, unpooling="native")
+    native.load_state_dict(compact.state_dict())
+    x = torch.randn(2, 3, 37, 51)
+    outputs = []
+    for model in (compact, native):
+        model.zero_grad()
+        out = model.train()(x)
+        out.square().mean().backward()
+        outputs.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        assert torch.equal(a, b)
+    assert compact.config["unpooling"] == "compact" and native.config["unpooling"] == "native"
+
+
+def test_unknown_unpooling_mode_is_refused():
+    with pytest.raises(ValueError, match="unpooling must be one of"):
+        SegNet(3, unpooling="int64")

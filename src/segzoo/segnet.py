@@ -16,6 +16,9 @@ from .weights import BackboneWeights, load_vgg_backbone
 
 SEGNET_BASIC: Stages = ((64,), (64,), (64,), (64,))
 
+Unpooling = Literal["compact", "native"]
+UNPOOLING_MODES: tuple[str, ...] = ("compact", "native")
+
 DropoutPlacement = Literal["none", "central", "encoder", "decoder", "encoder-decoder", "classifier"]
 #: where Bayesian SegNet (Kendall et al., arXiv 1511.02680, Table 1) puts dropout; "central" is its choice
 DROPOUT_PLACEMENTS: tuple[str, ...] = ("none", "central", "encoder", "decoder", "encoder-decoder", "classifier")
@@ -60,14 +63,25 @@ class _SegNetBase(SegmentationModel):
 
     Optional dropout (Bayesian SegNet) follows the chosen encoder stages' pooling and decoder stages;
     the dropout modules hold no weights, so plain and Bayesian checkpoints are interchangeable.
+    ``unpooling`` picks the index format (see :mod:`segzoo.pooling`); outputs and gradients are
+    bitwise the same either way.
     """
 
     def __init__(
-        self, encoder: VGGEncoder, decoder: nn.ModuleList, classifier: nn.Conv2d, dropout: str, dropout_rate: float
+        self,
+        encoder: VGGEncoder,
+        decoder: nn.ModuleList,
+        classifier: nn.Conv2d,
+        dropout: str,
+        dropout_rate: float,
+        unpooling: str,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+        if unpooling not in UNPOOLING_MODES:
+            raise ValueError(f"unpooling must be one of {UNPOOLING_MODES}, got {unpooling!r}")
+        self.unpooling = unpooling
         num_stages = len(encoder.stages)
         after_encoder, after_decoder = dropout_stages(dropout, num_stages)
         self.encoder = encoder
@@ -86,19 +100,27 @@ class _SegNetBase(SegmentationModel):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "ceil_mode": self.encoder.ceil_mode, "dropout": self.dropout, "dropout_rate": self.dropout_rate}
+        return {
+            **super().config,
+            "ceil_mode": self.encoder.ceil_mode,
+            "dropout": self.dropout,
+            "dropout_rate": self.dropout_rate,
+            "unpooling": self.unpooling,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__, next(self.encoder.parameters()))
         sizes, indices = [], []
+        compact = self.unpooling == "compact"
         for stage, drop in zip(self.encoder.stages, self.encoder_dropout):
             x = stage(x)
             sizes.append(x.shape[-2:])
-            x, where = max_pool_with_indices(x, self.encoder.ceil_mode)
+            x, where = max_pool_with_indices(x, self.encoder.ceil_mode, compact)
             indices.append(where)
             x = drop(x)
-        for stage, drop, where, size in zip(self.decoder, self.decoder_dropout, reversed(indices), reversed(sizes)):
-            x = drop(stage(max_unpool(x, where, size)))
+        for stage, drop in zip(self.decoder, self.decoder_dropout):
+            # popped, so each stage's indices are freed as soon as they are used (at inference)
+            x = drop(stage(max_unpool(x, indices.pop(), sizes.pop())))
         return self.classifier(x)
 
 
@@ -123,6 +145,10 @@ class SegNet(_SegNetBase):
     ``dropout="central"`` is Bayesian SegNet (`arXiv 1511.02680 <https://arxiv.org/abs/1511.02680>`_):
     dropout of ``dropout_rate`` after pool3-pool5 and after the decoders of stages 5-3; sample it with
     :func:`segzoo.uncertainty.mc_predict`. Other placements: :data:`DROPOUT_PLACEMENTS`.
+
+    ``unpooling="compact"`` (default) keeps each pooling window's argmax as a uint8 position (8x
+    less memory than int64 indices; exports, compiles at changing sizes and trains
+    deterministically); ``"native"`` uses ``F.max_unpool2d`` (faster in eager mode on CPU).
     """
 
     def __init__(
@@ -135,6 +161,7 @@ class SegNet(_SegNetBase):
         progress: bool = True,
         dropout: DropoutPlacement = "none",
         dropout_rate: float = 0.5,
+        unpooling: Unpooling = "compact",
     ) -> None:
         decoder_stages = mirror(VGG16)
         # the mirror of conv1_1 is the classifier, so the last decoder stage ends one conv early
@@ -145,6 +172,7 @@ class SegNet(_SegNetBase):
             nn.Conv2d(VGG16[0][-1], num_classes, 3, padding=1),
             dropout,
             dropout_rate,
+            unpooling,
         )
         load_vgg_backbone(nn.ModuleDict({"encoder": self.encoder}), weights_backbone, batch_norm, progress)
 
@@ -209,6 +237,7 @@ class SegNetBasic(_SegNetBase):
 
     ``dropout="central"`` is Bayesian SegNet-Basic (`arXiv 1511.02680 <https://arxiv.org/abs/1511.02680>`_):
     dropout of ``dropout_rate`` after pool3 and pool4 and after decoder stages 4 and 3.
+    ``unpooling`` as for :class:`SegNet`.
     """
 
     def __init__(
@@ -218,6 +247,7 @@ class SegNetBasic(_SegNetBase):
         ceil_mode: bool = True,
         dropout: DropoutPlacement = "none",
         dropout_rate: float = 0.5,
+        unpooling: Unpooling = "compact",
     ) -> None:
         width = SEGNET_BASIC[-1][-1]
         super().__init__(
@@ -226,4 +256,5 @@ class SegNetBasic(_SegNetBase):
             nn.Conv2d(width, num_classes, 1),
             dropout,
             dropout_rate,
+            unpooling,
         )

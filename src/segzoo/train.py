@@ -115,6 +115,10 @@ class Trainer:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        if self.config.deterministic and getattr(model, "unpooling", None) == "native":
+            raise ValueError(
+                "deterministic training needs unpooling='compact': torch has no deterministic max_unpool2d kernel"
+            )
         self.device = distributed.setup(device)
         self.model = model.to(self.device)
         self.train_loader = train_loader
