@@ -2,37 +2,43 @@
 
     python examples/camvid.py --data ../shared/data/camvid --recipe segnet-basic --epochs 5
     python examples/camvid.py --data ../shared/data/camvid --recipe segnet --weights DEFAULT
+    python examples/camvid.py --data ../shared/data/camvid --recipe bayesian-segnet-basic --mc 8
 
 segnet-basic: SegNet-Basic from scratch with median-frequency class weights (paper, Table 1).
+bayesian-segnet-basic: the same with the central dropout of Bayesian SegNet (Kendall et al.), then
+              scored both ways: dropout off (weight averaging) and Monte Carlo dropout (--mc samples).
 segnet:       SegNet with an ImageNet VGG16-BN encoder, fine-tuned with a 10x smaller encoder LR.
-Scores are on the val split (the test split is not shipped here); both write OUT/best.pt,
+Scores are on the val split (the test split is not shipped here); all write OUT/best.pt,
 predictions.png, confusion_matrix.png and curves.png.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+
 
 import segzoo
 from segzoo import workflows
 from segzoo.cli import format_scores
-from segzoo.train import TrainConfig
+from segzoo.train import TrainConfig, make_loader
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="CamVid root with train/ trainannot/ val/ valannot/")
-    parser.add_argument("--recipe", choices=("segnet-basic", "segnet"), default="segnet-basic")
+    parser.add_argument("--recipe", choices=("segnet-basic", "bayesian-segnet-basic", "segnet"), default="segnet-basic")
     parser.add_argument("--weights", default=None, help="encoder weights for --recipe segnet (e.g. DEFAULT)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--size", type=int, nargs=2, default=(90, 120), metavar=("H", "W"), help="train/eval resolution")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default="camvid-run")
+    parser.add_argument("--mc", type=int, default=8, help="Monte Carlo dropout samples (bayesian recipe)")
     args = parser.parse_args()
 
     train_set, val_set = workflows.datasets(args.data, "camvid")
-    if args.recipe == "segnet-basic":
-        model = segzoo.SegNetBasic(num_classes=11)
+    if args.recipe.endswith("segnet-basic"):
+        model = segzoo.SegNetBasic(num_classes=11, dropout="central" if args.recipe.startswith("bayesian") else "none")
         config = TrainConfig(epochs=args.epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="constant")
     else:
         model = segzoo.SegNet(num_classes=11, weights_backbone=args.weights)
@@ -44,6 +50,25 @@ def main() -> None:
     seconds = sum(r["seconds"] for r in result.history)
     print(f"{args.recipe}: {len(result.history)} epochs at {args.size[0]}x{args.size[1]} in {seconds:.0f} s")
     print(format_scores(result.scores, result.class_names))
+    if args.recipe.startswith("bayesian"):
+        model = segzoo.load(f"{args.out}/best.pt")
+        scores = monte_carlo_scores(model, make_loader(val_set, args.batch_size, shuffle=False), args.mc, val_set.ignore_index)
+        print(f"\nMonte Carlo dropout, {args.mc} samples:")
+        print(format_scores(scores, result.class_names))
+
+
+def monte_carlo_scores(model, loader, samples: int, ignore_index: int) -> segzoo.SegmentationScores:
+    """Scores of the mean of ``samples`` Monte Carlo dropout passes (BF and ECE included)."""
+    matrix = segzoo.ConfusionMatrix(model.num_classes, ignore_index)
+    boundary = segzoo.BoundaryF1(model.num_classes, ignore_index)
+    calibration = segzoo.CalibrationError(ignore_index=ignore_index)
+    for index, (images, masks) in enumerate(loader):
+        result = segzoo.mc_predict(model, images, samples, seed=index)
+        matrix.update(result.labels, masks)
+        boundary.update(result.labels, masks)
+        calibration.update(result.probabilities, masks)
+    bf = boundary.compute()
+    return replace(matrix.compute(), bf_score=bf.bf_score, per_class_bf=bf.per_class, ece=calibration.compute())
 
 
 if __name__ == "__main__":
