@@ -6,7 +6,9 @@ from .base import SegmentationModel
 from .blocks import ConvBNReLU, make_stages
 from .boundary import BoundaryF1, boundary_f1
 from .checkpoint import load, load_weights, save_checkpoint
+from .export import export_onnx, export_program, save_program
 from .fcn import FCN8s, FCN16s, FCN32s
+from .fuse import fuse_for_inference
 from .losses import median_frequency_weights
 from .metrics import CalibrationError, ConfusionMatrix, SegmentationScores, expected_calibration_error
 from .registry import get_model, list_models
@@ -34,6 +36,9 @@ __all__ = [
     "VGGEncoder",
     "boundary_f1",
     "expected_calibration_error",
+    "export_onnx",
+    "export_program",
+    "fuse_for_inference",
     "get_model",
     "list_models",
     "load",
@@ -42,4 +47,5 @@ __all__ = [
     "mc_predict",
     "median_frequency_weights",
     "save_checkpoint",
+    "save_program",
 ]

@@ -7,16 +7,20 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from . import __version__, distributed, workflows
-from .checkpoint import load_weights
+from .checkpoint import load, load_weights
+from .export import export_onnx, export_program, save_program
 from .metrics import SegmentationScores
 from .registry import get_model, list_models
 from .segnet import DROPOUT_PLACEMENTS
 from .train import OPTIMIZERS, SCHEDULES, TrainConfig
 
+#: ``segzoo export --format``: the suffix of its default output file
+EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError)
 
 
@@ -104,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     models = _command(commands, "models", _models, "list models with parameters and GFLOPs")
     models.add_argument("--size", type=_positive, nargs=2, default=(360, 480), metavar=("H", "W"))
     models.add_argument("--num-classes", type=_positive, default=11)
+
+    export = _command(commands, "export", _export, "write a checkpoint's model as an ONNX file or a torch.export program")
+    export.add_argument("checkpoint")
+    export.add_argument("--format", choices=EXPORT_SUFFIXES, default="onnx", help="default: %(default)s")
+    export.add_argument("--out", help="output file (default: the checkpoint's path with .onnx / .pt2)")
+    export.add_argument("--size", type=_positive, nargs=2, default=(360, 480), metavar=("H", "W"),
+                        help="example input traced; the export takes other sizes too (default: 360 480)")
     return parser
 
 
@@ -180,6 +191,15 @@ def _models(args: argparse.Namespace) -> None:
     print("|---|---|---:|---:|")
     for row in workflows.model_table(tuple(args.size), args.num_classes):
         print(f"| {row['name']} | {row['class']} | {row['params']:,} | {row['gflops']:.1f} |")
+
+
+def _export(args: argparse.Namespace) -> None:
+    model = load(args.checkpoint)
+    out = args.out or Path(args.checkpoint).with_suffix(EXPORT_SUFFIXES[args.format])
+    if args.format == "onnx":
+        print(export_onnx(model, out, tuple(args.size)))
+    else:
+        print(save_program(export_program(model, tuple(args.size)), out))
 
 
 def format_scores(scores: SegmentationScores, class_names: Sequence[str]) -> str:

@@ -1,0 +1,96 @@
+"""fuse_for_inference: BatchNorm folded away, outputs equal to the unfused model's, the original untouched."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import segzoo
+from segzoo.fuse import fuse_for_inference
+
+MODELS = segzoo.list_models()
+
+_BN_RANGES = {"running_mean": (-0.5, 0.5), "running_var": (0.5, 2.0), "weight": (0.5, 1.5), "bias": (-0.5, 0.5)}
+
+
+def _randomise_batch_norms(model: nn.Module) -> nn.Module:
+    """Running statistics and affine parameters far from the identity BN of a fresh model, which a
+    fold that ignored them would also reproduce."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                for attribute, (low, high) in _BN_RANGES.items():
+                    getattr(bn, attribute).copy_(low + (high - low) * torch.rand(bn.num_features, generator=generator))
+    return model
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_model_equals_the_original_without_batch_norm(model_cache, name):
+    model = _randomise_batch_norms(copy.deepcopy(model_cache(name))).train()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fused = fuse_for_inference(model)
+
+    # the original: same mode, same tensors
+    assert model.training
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batch_norms and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not any(m.training for m in fused.modules())
+    assert not any(p.requires_grad for p in fused.parameters())
+    # each BN's weight and bias go; a conv that had no bias (SegNet-Basic) gains one
+    blocks = [m for m in model.modules() if isinstance(m, segzoo.ConvBNReLU) and hasattr(m, "bn")]
+    assert len(blocks) == len(batch_norms)
+    gained = sum(block.conv.out_channels for block in blocks if block.conv.bias is None)
+    assert _count(fused) == _count(model) - sum(2 * bn.num_features for bn in batch_norms) + gained
+
+    x = torch.randn(2, 3, 37, 45, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=0)
+        # the statistics matter: skipping every BN changes the output far beyond the tolerance
+        handles = [bn.register_forward_hook(lambda module, inputs, output: inputs[0]) for bn in batch_norms]
+        try:
+            without_batch_norm = model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+    assert (without_batch_norm - expected).abs().max() > 1e-2
+
+
+def test_any_conv_batch_norm_pair_in_a_sequential_is_folded():
+    """Plain and transposed convs outside ConvBNReLU; a BN without a conv before it stays."""
+    model = nn.Sequential(
+        nn.BatchNorm2d(3),
+        nn.Conv2d(3, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ConvTranspose2d(4, 5, 2, 2),
+        nn.BatchNorm2d(5),
+        nn.ReLU(),
+    )
+    _randomise_batch_norms(model)
+    fused = fuse_for_inference(model, channels_last=False)
+    assert [type(m).__name__ for m in fused] == ["BatchNorm2d", "Conv2d", "Identity", "ConvTranspose2d", "Identity", "ReLU"]
+    x = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model.eval()(x), atol=1e-5, rtol=0)
+
+
+def test_channels_last_is_the_cpu_default_and_can_be_turned_off():
+    model = segzoo.SegNetBasic(num_classes=3)
+    x = torch.randn(1, 3, 21, 30)
+    default, plain = fuse_for_inference(model), fuse_for_inference(model, channels_last=False)
+    # a 7x7 conv: for 1x1 kernels the two layouts coincide
+    weight, plain_weight = default.encoder.stages[0][0].conv.weight, plain.encoder.stages[0][0].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert plain_weight.is_contiguous() and plain(x).is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(default(x), plain(x), atol=1e-5, rtol=0)
