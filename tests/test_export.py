@@ -11,6 +11,7 @@ from torch import nn
 
 import segzoo
 from conftest import NUM_CLASSES
+from random_batch_norms import randomise_batch_norms
 from segzoo.cli import main
 from segzoo.export import export_onnx, export_program
 from segzoo.segnet import UNPOOLING_MODES
@@ -26,20 +27,8 @@ def _images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-_BN_RANGES = {"running_mean": (-0.5, 0.5), "running_var": (0.5, 2.0), "weight": (0.5, 1.5), "bias": (-0.5, 0.5)}
-
-
 def _with_random_batch_norms(model: nn.Module) -> nn.Module:
-    """A copy whose BN statistics are far from a fresh model's identity BN, so that an export that
-    dropped or mistreated BN cannot agree with PyTorch by accident."""
-    model = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                for attribute, (low, high) in _BN_RANGES.items():
-                    getattr(bn, attribute).copy_(low + (high - low) * torch.rand(bn.num_features, generator=generator))
-    return model
+    return randomise_batch_norms(copy.deepcopy(model))
 
 
 def _narrow_fcn8s(model: nn.Module) -> nn.Module:

@@ -7,24 +7,10 @@ import torch
 from torch import nn
 
 import segzoo
+from random_batch_norms import randomise_batch_norms
 from segzoo.fuse import fuse_for_inference
 
 MODELS = segzoo.list_models()
-
-_BN_RANGES = {"running_mean": (-0.5, 0.5), "running_var": (0.5, 2.0), "weight": (0.5, 1.5), "bias": (-0.5, 0.5)}
-
-
-def _randomise_batch_norms(model: nn.Module) -> nn.Module:
-    """Running statistics and affine parameters far from the identity BN of a fresh model, which a
-    fold that ignored them would also reproduce."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                for attribute, (low, high) in _BN_RANGES.items():
-                    getattr(bn, attribute).copy_(low + (high - low) * torch.rand(bn.num_features, generator=generator))
-    return model
-
 
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -32,7 +18,7 @@ def _count(model: nn.Module) -> int:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_fused_model_equals_the_original_without_batch_norm(model_cache, name):
-    model = _randomise_batch_norms(copy.deepcopy(model_cache(name))).train()
+    model = randomise_batch_norms(copy.deepcopy(model_cache(name))).train()
     before = {key: value.clone() for key, value in model.state_dict().items()}
     fused = fuse_for_inference(model)
 
@@ -76,7 +62,7 @@ def test_any_conv_batch_norm_pair_in_a_sequential_is_folded():
         nn.BatchNorm2d(5),
         nn.ReLU(),
     )
-    _randomise_batch_norms(model)
+    randomise_batch_norms(model)
     fused = fuse_for_inference(model, channels_last=False)
     assert [type(m).__name__ for m in fused] == ["BatchNorm2d", "Conv2d", "Identity", "ConvTranspose2d", "Identity", "ReLU"]
     x = torch.randn(2, 3, 9, 11)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from random_batch_norms import randomise_batch_norms
 from segzoo import SegNet, SegNetBasic
 from segzoo.segnet import DROPOUT_PLACEMENTS, dropout_stages
 from segzoo.uncertainty import mc_predict, predictive_uncertainty
@@ -95,13 +96,8 @@ def test_predictive_uncertainty_refuses_non_probabilities():
 @pytest.fixture(scope="module")
 def bayesian():
     torch.manual_seed(0)
-    model = SegNetBasic(4, dropout="central")
     # non-trivial running statistics, so BN in train mode would visibly change them and the outputs
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return model
+    return randomise_batch_norms(SegNetBasic(4, dropout="central"))
 
 
 def test_mc_outputs_are_distributions_with_bounded_uncertainty(bayesian):
