@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .metrics import _check_range
+from .metrics import _check_range, sum_over_processes
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,7 @@ class BoundaryF1:
 
     def all_reduce(self, group=None) -> None:
         """Sum the accumulated state over the processes of a ``torch.distributed`` group (in place)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            for t in self._state():
-                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+        sum_over_processes(self._state(), group)
 
     def compute(self) -> BoundaryScores:
         class_sum, class_count = self.class_sum.cpu(), self.class_count.cpu()

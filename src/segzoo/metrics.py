@@ -11,6 +11,7 @@ Also the expected calibration error of per-pixel class probabilities (:class:`Ca
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -107,13 +108,20 @@ class ConfusionMatrix:
 
     def all_reduce(self, group=None) -> None:
         """Sum the matrix over the processes of a ``torch.distributed`` group (in place)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM, group=group)
+        sum_over_processes((self.matrix,), group)
 
     def compute(self) -> SegmentationScores:
         return scores_from_confusion(self.matrix)
+
+
+def sum_over_processes(tensors: Iterable[Tensor], group=None) -> None:
+    """All-reduce (sum) accumulator state in place over a ``torch.distributed`` group; a no-op in
+    a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        for tensor in tensors:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
 
 
 def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
@@ -216,11 +224,7 @@ class CalibrationError:
 
     def all_reduce(self, group=None) -> None:
         """Sum the bins over the processes of a ``torch.distributed`` group (in place)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            for t in self._state():
-                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+        sum_over_processes(self._state(), group)
 
     def bins(self) -> tuple[Tensor, Tensor, Tensor]:
         """Reliability-diagram data per bin, on the CPU: pixel count (int64), mean confidence and
