@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .metrics import _check_range, sum_over_processes
+from .metrics import _check_range, label_pair, sum_over_processes
 
 
 @dataclass(frozen=True)
@@ -151,22 +151,9 @@ def _check_settings(num_classes: int, tolerance: float) -> None:
 
 def _label_maps(prediction: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> tuple[Tensor, Tensor]:
     """Validated int64 (N, H, W) label maps, the prediction set to ``ignore_index`` wherever the target is."""
-    if not isinstance(prediction, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(f"prediction and target must be tensors, got {type(prediction).__name__}, {type(target).__name__}")
-    if target.dim() != 3:
+    if isinstance(target, Tensor) and target.dim() != 3:
         raise ValueError(f"target must be (N, H, W) labels, got shape {tuple(target.shape)}")
-    if prediction.dim() == 4:
-        if prediction.shape[1] != num_classes:
-            raise ValueError(f"prediction has {prediction.shape[1]} channels, expected num_classes={num_classes}")
-        prediction = prediction.argmax(1)
-    if prediction.shape != target.shape:
-        raise ValueError(
-            f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} do not match; expected "
-            "(N, num_classes, H, W) or (N, H, W) predictions for (N, H, W) targets"
-        )
-    if prediction.is_floating_point() or target.is_floating_point():
-        raise TypeError(f"labels must be integer tensors, got prediction {prediction.dtype}, target {target.dtype}")
-    prediction, target = prediction.long(), target.long()
+    prediction, target = label_pair(prediction, target, num_classes)
     if ignore_index is None:
         _check_range(target, num_classes, None, "target")
         _check_range(prediction, num_classes, None, "prediction")

@@ -75,24 +75,7 @@ class ConfusionMatrix:
         ``prediction``: logits or probabilities (N, num_classes, H, W), or labels (N, H, W).
         ``target``: integer labels (N, H, W) in ``[0, num_classes)`` or ``ignore_index``.
         """
-        _check_tensors(prediction=prediction, target=target)
-        if prediction.dim() == target.dim() + 1:
-            if prediction.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"prediction has {prediction.shape[1]} channels, expected num_classes={self.num_classes}"
-                )
-            if not prediction.is_floating_point():
-                raise TypeError(f"(N, num_classes, H, W) predictions must be float scores, got {prediction.dtype}")
-            prediction = prediction.argmax(1)
-        if prediction.shape != target.shape:
-            raise ValueError(
-                f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} do not match; expected "
-                "(N, num_classes, H, W) or (N, H, W) predictions for (N, H, W) targets"
-            )
-        if prediction.is_floating_point() or target.is_floating_point():
-            raise TypeError(f"labels must be integer tensors, got prediction {prediction.dtype}, target {target.dtype}")
-        # compared in int64: in a narrower dtype the ignore label wraps around (uint8 255 == -1)
-        target, prediction = target.long(), prediction.long()
+        prediction, target = label_pair(prediction, target, self.num_classes)
         counted = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
         target, prediction = target[counted], prediction[counted]
         _check_range(target, self.num_classes, self.ignore_index, "target")
@@ -251,10 +234,32 @@ def expected_calibration_error(
     return ece.compute()
 
 
+def label_pair(prediction: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Checked int64 label maps of one shape: ``prediction`` float scores (N, num_classes, H, W),
+    reduced by argmax, or integer labels (N, H, W); ``target`` integer labels (N, H, W). Ranges are
+    the caller's to check (ignore labels differ)."""
+    _check_tensors(prediction=prediction, target=target)
+    if prediction.dim() == target.dim() + 1:
+        if prediction.shape[1] != num_classes:
+            raise ValueError(f"prediction has {prediction.shape[1]} channels, expected num_classes={num_classes}")
+        if not prediction.is_floating_point():
+            raise TypeError(f"(N, num_classes, H, W) predictions must be float scores, got {prediction.dtype}")
+        prediction = prediction.argmax(1)
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} do not match; expected "
+            "(N, num_classes, H, W) or (N, H, W) predictions for (N, H, W) targets"
+        )
+    if prediction.is_floating_point() or target.is_floating_point():
+        raise TypeError(f"labels must be integer tensors, got prediction {prediction.dtype}, target {target.dtype}")
+    # int64: in a narrower dtype an ignore label wraps around (uint8 255 == -1)
+    return prediction.long(), target.long()
+
+
 def _check_tensors(**named: object) -> None:
     wrong = [f"{name} {type(value).__name__}" for name, value in named.items() if not isinstance(value, Tensor)]
     if wrong:
-        raise TypeError(f"{' and '.join(named)} must be torch.Tensors, got {', '.join(wrong)}")
+        raise TypeError(f"{' and '.join(named)} must be tensors (torch.Tensor), got {', '.join(wrong)}")
 
 
 def _check_range(labels: Tensor, num_classes: int, ignore_index: int | None, what: str) -> None:
