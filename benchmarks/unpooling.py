@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from segzoo.pooling import max_pool_with_indices, max_unpool
+from segzoo.models.pooling import max_pool_with_indices, max_unpool
 
 STAGES = ((64, 360, 480), (128, 180, 240), (256, 90, 120), (512, 45, 60), (512, 23, 30))
 MB = 2**20

@@ -15,13 +15,10 @@ predictions.png, confusion_matrix.png and curves.png.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-
 
 import segzoo
-from segzoo import workflows
-from segzoo.cli import format_scores
-from segzoo.train import TrainConfig, make_loader
+from segzoo.data import DataConfig, open_splits
+from segzoo.training import TrainConfig, make_loader, train
 
 
 def main() -> None:
@@ -36,39 +33,32 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=8, help="Monte Carlo dropout samples (bayesian recipe)")
     args = parser.parse_args()
 
-    train_set, val_set = workflows.datasets(args.data, "camvid")
+    train_set, val_set = open_splits(args.data, "camvid")
     if args.recipe.endswith("segnet-basic"):
         model = segzoo.SegNetBasic(num_classes=11, dropout="central" if args.recipe.startswith("bayesian") else "none")
         config = TrainConfig(epochs=args.epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="constant")
     else:
         model = segzoo.SegNet(num_classes=11, weights_backbone=args.weights)
         config = TrainConfig(epochs=args.epochs, lr=1e-3, encoder_lr_scale=0.1)
-    result = workflows.train(
-        model, train_set, val_set, args.out, config, batch_size=args.batch_size,
-        eval_size=tuple(args.size), class_weights="median",
-    )  # fmt: skip
+    data = DataConfig(batch_size=args.batch_size, eval_size=tuple(args.size), class_weights="median")
+    result = train(model, train_set, val_set, args.out, config, data)
     seconds = sum(r["seconds"] for r in result.history)
     print(f"{args.recipe}: {len(result.history)} epochs at {args.size[0]}x{args.size[1]} in {seconds:.0f} s")
-    print(format_scores(result.scores, result.class_names))
+    print(result.scores.table(result.class_names))
     if args.recipe.startswith("bayesian"):
         model = segzoo.load(f"{args.out}/best.pt")
         scores = monte_carlo_scores(model, make_loader(val_set, args.batch_size, shuffle=False), args.mc, val_set.ignore_index)
         print(f"\nMonte Carlo dropout, {args.mc} samples:")
-        print(format_scores(scores, result.class_names))
+        print(scores.table(result.class_names))
 
 
 def monte_carlo_scores(model, loader, samples: int, ignore_index: int) -> segzoo.SegmentationScores:
     """Scores of the mean of ``samples`` Monte Carlo dropout passes (BF and ECE included)."""
-    matrix = segzoo.ConfusionMatrix(model.num_classes, ignore_index)
-    boundary = segzoo.BoundaryF1(model.num_classes, ignore_index)
-    calibration = segzoo.CalibrationError(ignore_index=ignore_index)
+    metrics = segzoo.SegmentationMetrics(model.num_classes, ignore_index, boundary=True, calibration=True)
     for index, (images, masks) in enumerate(loader):
-        result = segzoo.mc_predict(model, images, samples, seed=index)
-        matrix.update(result.labels, masks)
-        boundary.update(result.labels, masks)
-        calibration.update(result.probabilities, masks)
-    bf = boundary.compute()
-    return replace(matrix.compute(), bf_score=bf.bf_score, per_class_bf=bf.per_class, ece=calibration.compute())
+        # log-probabilities: their softmax is the MC mean, their argmax its labels
+        metrics.update(segzoo.mc_predict(model, images, samples, seed=index).probabilities.log(), masks)
+    return metrics.compute()
 
 
 if __name__ == "__main__":

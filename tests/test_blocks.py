@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from segzoo import VGG16, ConvBNReLU, make_stages
-from segzoo.segnet import SEGNET_BASIC, mirror
+from segzoo.models.segnet import SEGNET_BASIC, mirror
 
 
 def _convs(module):

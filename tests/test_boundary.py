@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from segzoo.boundary import BoundaryF1, boundary_f1
+from segzoo.metrics.boundary import BoundaryF1, boundary_f1
 
 NAN = float("nan")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.checkpoint import FORMAT, head_keys, load_checkpoint, load_weights, save_atomic, save_checkpoint
+from segzoo.io.checkpoint import FORMAT, head_keys, load_checkpoint, load_weights, save_atomic, save_checkpoint
 
 
 @pytest.mark.parametrize("name", segzoo.list_models())
@@ -170,7 +170,7 @@ def test_load_weights_accepts_options_that_keep_the_weight_layout(tmp_path, capl
     source = _basic(3, seed=1, ceil_mode=False)
     path = save_checkpoint(tmp_path / "model.pt", source)
     model = _basic(3, seed=2, dropout="central")
-    with caplog.at_level(logging.INFO, logger="segzoo.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="segzoo.io.checkpoint"):
         load_weights(model, path)
     assert _states_equal(model.state_dict(), source.state_dict())
     assert "dropout: checkpoint 'none', model 'central'" in caplog.text
@@ -191,7 +191,7 @@ def test_reinit_head_keeps_exactly_the_head(tmp_path, caplog, checkpoint_classes
     path = save_checkpoint(tmp_path / "model.pt", source)
     model = _basic(3, seed=2)
     own = {k: v.clone() for k, v in model.state_dict().items()}
-    with caplog.at_level(logging.INFO, logger="segzoo.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="segzoo.io.checkpoint"):
         load_weights(model, path, reinit_head=True)
     head = {"classifier.weight", "classifier.bias"}  # SegNet-Basic's 1x1 classifier, the only per-class layer
     for key, value in model.state_dict().items():

@@ -43,8 +43,8 @@ def trained(folder_dataset, tmp_path_factory):
 def test_train_writes_checkpoints_and_pictures(trained, capsys):
     for name in ("best.pt", "last.pt", "predictions.png", "confusion_matrix.png", "curves.png"):
         assert (trained / name).is_file(), name
-    checkpoint = segzoo.checkpoint.load_checkpoint(trained / "last.pt")
-    assert checkpoint["epoch"] == 2 and checkpoint["metadata"]["ignore_index"] == 255
+    checkpoint = segzoo.io.checkpoint.load_checkpoint(trained / "last.pt")
+    assert checkpoint["epoch"] == 2 and checkpoint["run"]["ignore_index"] == 255
 
 
 def test_train_resume_continues_to_more_epochs(trained, folder_dataset):
@@ -53,7 +53,7 @@ def test_train_resume_continues_to_more_epochs(trained, folder_dataset):
         "--epochs", "3", "--batch-size", "3", "--lr", "0.01", "--out", str(trained), "--resume", "--no-progress",
     ])  # fmt: skip
     assert status == 0
-    assert segzoo.checkpoint.load_checkpoint(trained / "last.pt")["epoch"] == 3
+    assert segzoo.io.checkpoint.load_checkpoint(trained / "last.pt")["epoch"] == 3
 
 
 def test_evaluate_prints_the_papers_numbers(trained, folder_dataset, capsys, tmp_path):
@@ -127,9 +127,9 @@ def test_python_m_and_console_script():
 def test_default_demo_reaches_the_target_miou(tmp_path):
     """The main job as shipped: SegNet-Basic on the textured synthetic shapes, default settings,
     reaches mIoU >= 0.7 on its validation split (measured: 0.819; about 2 minutes on 2 CPU cores)."""
-    from segzoo import workflows
+    from segzoo import training
 
-    result = workflows.demo(tmp_path, progress=False)
+    result = training.demo(tmp_path, progress=False)
     assert result.scores.mean_iou >= 0.7, result.scores.summary()
 
 
@@ -141,7 +141,7 @@ def test_predict_mc_writes_uncertainty_heat_maps(folder_dataset, tmp_path):
     image = sorted((folder_dataset / "val" / "images").glob("*.png"))[0]
     out = tmp_path / "out"
     assert main(["predict", str(checkpoint), str(image), "--out", str(out), "--mc", "4", "--seed", "3"]) == 0
-    expected = segzoo.uncertainty.mc_predict(model, Image.open(image), samples=4, seed=3)
+    expected = segzoo.inference.mc_dropout.mc_predict(model, Image.open(image), samples=4, seed=3)
     np.testing.assert_array_equal(np.array(Image.open(out / f"{image.stem}_mask.png")), expected.labels[0].numpy())
     for name in ("entropy", "mutual_information"):
         heat = np.array(Image.open(out / f"{image.stem}_{name}.png"))
@@ -168,9 +168,9 @@ def test_train_init_from_a_checkpoint_with_other_classes_needs_reinit_head(folde
     assert main([*args, "--out", str(tmp_path / "refused")]) == 2
     assert "has 5 classes, the model has 3" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "run"), "--reinit-head", "--dropout", "central"]) == 0
-    trained = segzoo.checkpoint.load_checkpoint(tmp_path / "run" / "last.pt")
+    trained = segzoo.io.checkpoint.load_checkpoint(tmp_path / "run" / "last.pt")
     assert trained["model"]["config"]["dropout"] == "central"
-    source = segzoo.checkpoint.load_checkpoint(start)["state_dict"]
+    source = segzoo.io.checkpoint.load_checkpoint(start)["state_dict"]
     for key, value in _conv_weights(trained["state_dict"]).items():  # lr 1e-9: still the checkpoint's weights
         torch.testing.assert_close(value, source[key], rtol=0, atol=1e-6)
     assert trained["state_dict"]["classifier.weight"].shape[0] == 3

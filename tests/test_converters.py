@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segzoo import FCN8s, FCN16s, FCN32s, SegNet
-from segzoo.state_dict import load_exact
+from segzoo.io.state_dict import load_exact
 
 ATOL = RTOL = 1e-5
 

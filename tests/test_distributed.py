@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import segzoo
 import segzoo.cli
-from segzoo import distributed
+from segzoo.training import distributed
 from segzoo.data import SegmentationFolder, eval_transforms
-from segzoo.distributed import ShardSampler
-from segzoo.train import TrainConfig, Trainer, evaluate, make_loader
+from segzoo.training.distributed import ShardSampler
+from segzoo.training import TrainConfig, Trainer, evaluate, make_loader
 
 IGNORE = 255
 LR = 0.01
@@ -78,7 +78,7 @@ def test_trainer_wraps_in_ddp_but_saves_the_plain_model(one_process_group, tmp_p
     trainer = Trainer(segzoo.SegNetBasic(2), loader, config=config, device="cpu", out_dir=tmp_path, progress=False)
     assert isinstance(trainer._network, DistributedDataParallel) and trainer._network.module is trainer.model
     trainer.fit()
-    keys = segzoo.checkpoint.load_checkpoint(tmp_path / "last.pt")["state_dict"].keys()
+    keys = segzoo.io.checkpoint.load_checkpoint(tmp_path / "last.pt")["state_dict"].keys()
     assert keys == trainer.model.state_dict().keys() and not any(key.startswith("module.") for key in keys)
 
 
@@ -145,7 +145,7 @@ def test_segzoo_train_under_torchrun_with_two_processes(tmp_path):
     assert {"last.pt", "best.pt", "predictions.png"} <= set(written[0]), written[0]  # the audit sees writes
     assert written[1] == [], f"rank 1 wrote {written[1]}"
 
-    checkpoint = segzoo.checkpoint.load_checkpoint(out / "last.pt")
+    checkpoint = segzoo.io.checkpoint.load_checkpoint(out / "last.pt")
     for key, value in checkpoint["state_dict"].items():
         assert torch.equal(value, ranks[0]["state_dict"][key]), key
     model = segzoo.load(out / "last.pt")
@@ -158,7 +158,7 @@ def test_segzoo_train_under_torchrun_with_two_processes(tmp_path):
 
     # one process: 4 steps per epoch instead of 2, so the schedule must continue from the epoch
     assert segzoo.cli.main([*_train_args(data, out, epochs=4), "--resume"]) == 0
-    resumed = segzoo.checkpoint.load_checkpoint(out / "last.pt")["history"]
+    resumed = segzoo.io.checkpoint.load_checkpoint(out / "last.pt")["history"]
     assert resumed[:2] == history and [r["epoch"] for r in resumed] == [1, 2, 3, 4]
     assert resumed[2]["lr"] == pytest.approx(LR * (1 - 12 / 16) ** 0.9)  # poly after 2 * 4 + 4 of 4 * 4 steps
     assert resumed[3]["lr"] == pytest.approx(0.0, abs=1e-12)

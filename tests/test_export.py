@@ -14,7 +14,7 @@ from conftest import NUM_CLASSES
 from random_batch_norms import randomise_batch_norms
 from segzoo.cli import main
 from segzoo.export import export_onnx, export_program
-from segzoo.segnet import UNPOOLING_MODES
+from segzoo.models.segnet import UNPOOLING_MODES
 
 MODELS = segzoo.list_models()
 # FCN-16s/32s share FCN-8s's encoder and fc layers; their smoke runs go with the slow tests

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from segzoo import FCN8s, FCN16s, FCN32s
-from segzoo.fcn import bilinear_kernel
+from segzoo.models.fcn import bilinear_kernel
 
 
 @pytest.mark.parametrize("factor", [2, 8, 16, 32])

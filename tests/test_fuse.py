@@ -8,7 +8,7 @@ from torch import nn
 
 import segzoo
 from random_batch_norms import randomise_batch_norms
-from segzoo.fuse import fuse_for_inference
+from segzoo.inference.fuse import fuse_for_inference
 
 MODELS = segzoo.list_models()
 

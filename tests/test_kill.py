@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import segzoo
-from segzoo._atomic import atomic_write
-from segzoo.checkpoint import load_checkpoint, save_atomic
+from segzoo.io.atomic import atomic_write
+from segzoo.io.checkpoint import load_checkpoint, save_atomic
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL (POSIX)")
 
@@ -36,7 +36,7 @@ def test_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
     target = save_atomic({"version": 1}, tmp_path / "last.pt")
     leftovers = []
     for _ in range(2):
-        killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, segzoo._atomic.__file__, str(target)])
+        killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, segzoo.io.atomic.__file__, str(target)])
         assert killed.returncode == -signal.SIGKILL
         leftovers.append(list(tmp_path.glob(".last.pt.*.tmp")))
         assert len(leftovers[-1]) == 1 and leftovers[-1][0].read_bytes() == b"half"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segzoo.losses import median_frequency_weights
+from segzoo.metrics.class_weights import median_frequency_weights
 
 # Image A: three 0s and one 1; image B: two 1s, two 2s.
 # pixels: c0 3, c1 3, c2 2; pixels of images containing c: c0 4 (A), c1 8 (A+B), c2 4 (B)

@@ -23,9 +23,9 @@ from PIL import Image
 
 import segzoo
 from segzoo import viz
-from segzoo._inputs import check_images
+from segzoo.models._inputs import check_images
 from segzoo.data import denormalize, train_transforms
-from segzoo.uncertainty import predictive_uncertainty
+from segzoo.inference.mc_dropout import predictive_uncertainty
 from test_boundary import reference_bf
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from segzoo.state_dict import load_exact, read_state_dict
+from segzoo.io.state_dict import load_exact, read_state_dict
 
 torch.set_num_threads(2)
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import segzoo
 from segzoo import TrainConfig, Trainer
-from segzoo.train import evaluate
+from segzoo.training import evaluate
 
 
 def _toy(n=16, size=32, seed=0):
@@ -109,7 +109,7 @@ def test_checkpoints_rebuild_the_model(tmp_path):
     trainer = _trainer(epochs=2, out_dir=tmp_path)
     trainer.fit()
     best = max(trainer.history.epochs, key=lambda r: r["mean_iou"])
-    checkpoint = segzoo.checkpoint.load_checkpoint(tmp_path / "best.pt")
+    checkpoint = segzoo.io.checkpoint.load_checkpoint(tmp_path / "best.pt")
     assert checkpoint["metrics"]["mean_iou"] == best["mean_iou"]
     model = segzoo.load(tmp_path / "last.pt").eval()
     x = torch.randn(1, 3, 32, 32)

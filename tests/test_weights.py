@@ -19,8 +19,8 @@ from torch import nn
 from tv_layout import VGG16_BN_FILE, VGG16_FILE, assert_encoder_matches, file_name, meta_model, random_state_dict
 
 from segzoo import FCN8s, SegNet
-from segzoo.vgg import VGGEncoder
-from segzoo.weights import WeightsEntry, backbone_entry, load_vgg_backbone, resolve_backbone_weights
+from segzoo.models.vgg import VGGEncoder
+from segzoo.models.weights import WeightsEntry, backbone_entry, load_vgg_backbone, resolve_backbone_weights
 
 torch.set_num_threads(2)
 

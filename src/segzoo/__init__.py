@@ -1,21 +1,36 @@
 """segzoo: encoder-decoder semantic segmentation models (SegNet, FCN) for PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .base import SegmentationModel
-from .blocks import ConvBNReLU, make_stages
-from .boundary import BoundaryF1, boundary_f1
-from .checkpoint import load, load_weights, save_checkpoint
 from .export import export_onnx, export_program, save_program
-from .fcn import FCN8s, FCN16s, FCN32s
-from .fuse import fuse_for_inference
-from .losses import median_frequency_weights
-from .metrics import CalibrationError, ConfusionMatrix, SegmentationScores, expected_calibration_error
-from .registry import get_model, list_models
-from .segnet import SegNet, SegNetBasic
-from .train import TrainConfig, Trainer
-from .uncertainty import MCPrediction, mc_predict
-from .vgg import VGG16, VGGEncoder
+from .inference import MCPrediction, fuse_for_inference, mc_predict
+from .io.checkpoint import load, load_run, load_weights, save_checkpoint
+from .io.run_description import RunDescription
+from .metrics import (
+    BoundaryF1,
+    CalibrationError,
+    ConfusionMatrix,
+    SegmentationMetrics,
+    SegmentationScores,
+    boundary_f1,
+    expected_calibration_error,
+    median_frequency_weights,
+)
+from .models import (
+    VGG16,
+    ConvBNReLU,
+    FCN8s,
+    FCN16s,
+    FCN32s,
+    SegmentationModel,
+    SegNet,
+    SegNetBasic,
+    VGGEncoder,
+    get_model,
+    list_models,
+    make_stages,
+)
+from .training import TrainConfig, Trainer
 
 __all__ = [
     "VGG16",
@@ -27,8 +42,10 @@ __all__ = [
     "FCN16s",
     "FCN32s",
     "MCPrediction",
+    "RunDescription",
     "SegNet",
     "SegNetBasic",
+    "SegmentationMetrics",
     "SegmentationModel",
     "SegmentationScores",
     "TrainConfig",
@@ -42,6 +59,7 @@ __all__ = [
     "get_model",
     "list_models",
     "load",
+    "load_run",
     "load_weights",
     "make_stages",
     "mc_predict",

@@ -1,23 +1,25 @@
-"""The ``segzoo`` command: argument parsing and printing around :mod:`segzoo.workflows`."""
+"""The ``segzoo`` command: argument parsing and printing around :mod:`segzoo.training`,
+:mod:`segzoo.inference` and :mod:`segzoo.export`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from . import __version__, distributed, workflows
-from .checkpoint import load, load_weights
+from . import __version__
+from .data import LAYOUTS, DataConfig, open_splits
 from .export import export_onnx, export_program, save_program
-from .metrics import SegmentationScores
-from .registry import get_model, list_models
-from .segnet import DROPOUT_PLACEMENTS
-from .train import OPTIMIZERS, SCHEDULES, TrainConfig
+from .inference import predict_files
+from .io.checkpoint import load, load_weights
+from .models.registry import get_model, list_models
+from .models.segnet import DROPOUT_PLACEMENTS
+from .models.summary import model_table
+from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, demo, distributed, evaluate_checkpoint, train
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     train = _command(commands, "train", _train, "fine-tune a model on a folder of images and masks")
     train.add_argument("--model", required=True, choices=list_models())
     train.add_argument("--data", required=True, help="dataset root folder")
-    train.add_argument("--layout", choices=workflows.LAYOUTS, default="folder",
+    train.add_argument("--layout", choices=LAYOUTS, default="folder",
                        help="camvid: DATA/{train,trainannot,val,valannot}; folder: DATA/{train,val}/{images,masks} (default: %(default)s)")
     train.add_argument("--num-classes", type=_positive, help="number of classes (folder layout)")
     train.add_argument("--ignore-index", type=int, help="mask label to ignore (folder layout)")
@@ -89,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = _command(commands, "evaluate", _evaluate, "score a checkpoint on a dataset split")
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--layout", choices=workflows.LAYOUTS, default="folder")
+    evaluate.add_argument("--layout", choices=LAYOUTS, default="folder")
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--out", help="also write predictions.png and confusion_matrix.png here")
     evaluate.add_argument("--batch-size", type=_positive, default=8)
@@ -134,7 +136,7 @@ def _positive(text: str) -> int:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    result = workflows.demo(args.out, epochs=args.epochs, num_images=args.images, seed=args.seed, progress=args.progress)
+    result = demo(args.out, epochs=args.epochs, num_images=args.images, seed=args.seed, progress=args.progress)
     _print_run(result)
 
 
@@ -145,7 +147,7 @@ def _train(args: argparse.Namespace) -> None:
         raise ValueError("--reinit-head needs --init-from CHECKPOINT")
     if args.dropout != "none" and not args.model.startswith("segnet"):
         raise ValueError(f"--dropout places SegNet's dropout; {args.model} has its own (fc6/fc7)")
-    train_set, val_set = workflows.datasets(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
+    train_set, val_set = open_splits(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
     kwargs = {"num_classes": train_set.num_classes}
     if args.weights_backbone:
         kwargs["weights_backbone"] = args.weights_backbone
@@ -160,28 +162,30 @@ def _train(args: argparse.Namespace) -> None:
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
         accumulate_steps=args.accumulate, seed=args.seed, sync_batchnorm=args.sync_bn, deterministic=args.deterministic,
     )  # fmt: skip
-    result = workflows.train(
-        model, train_set, val_set, args.out, config, batch_size=args.batch_size,
-        crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),
+    data = DataConfig(
+        batch_size=args.batch_size, crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),
         eval_size=tuple(args.eval_size) if args.eval_size else None,
         class_weights=None if args.class_weights == "none" else args.class_weights,
-        resume=args.resume, num_workers=args.workers, device=args.device, progress=args.progress,
     )  # fmt: skip
-    if distributed.is_main():
-        _print_run(result)
-    distributed.shutdown()  # the group workflows.train joined under torchrun
+    with distributed.process_group(args.device) as device:
+        result = train(
+            model, train_set, val_set, args.out, config, data,
+            resume=args.resume, num_workers=args.workers, device=device, progress=args.progress,
+        )  # fmt: skip
+        if distributed.is_main():
+            _print_run(result)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    scores, class_names, files = workflows.evaluate_checkpoint(
+    scores, run, files = evaluate_checkpoint(
         args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device
     )
-    print(format_scores(scores, class_names))
+    print(scores.table(run.class_names))
     _print_files(files)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    for path in workflows.predict_files(args.checkpoint, args.images, args.out, args.device, args.mc, args.seed):
+    for path in predict_files(args.checkpoint, args.images, args.out, args.device, args.mc, args.seed):
         print(path)
 
 
@@ -189,7 +193,7 @@ def _models(args: argparse.Namespace) -> None:
     height, width = args.size
     print(f"| model | class | parameters | GFLOPs at {height}x{width} |")
     print("|---|---|---:|---:|")
-    for row in workflows.model_table(tuple(args.size), args.num_classes):
+    for row in model_table(tuple(args.size), args.num_classes):
         print(f"| {row['name']} | {row['class']} | {row['params']:,} | {row['gflops']:.1f} |")
 
 
@@ -202,40 +206,11 @@ def _export(args: argparse.Namespace) -> None:
         print(save_program(export_program(model, tuple(args.size)), out))
 
 
-def format_scores(scores: SegmentationScores, class_names: Sequence[str]) -> str:
-    """The headline numbers in the papers' order (BF and ECE when computed), then per-class IoU,
-    accuracy (and BF), as markdown; all in percent."""
-    summary = scores.summary()
-    lines = ["| " + " | ".join(_HEADINGS[name] for name in summary) + " |", "|" + "---:|" * len(summary)]
-    lines.append("| " + " | ".join(_percent(v) for v in summary.values()) + " |")
-    columns = [scores.per_class_iou.tolist(), scores.per_class_accuracy.tolist()]
-    if scores.per_class_bf is not None:
-        columns.append(scores.per_class_bf.tolist())
-    lines += ["", "| class | IoU | accuracy |" + (" BF |" if len(columns) == 3 else ""), "|---|" + "---:|" * len(columns)]
-    for name, *values in zip(class_names, *columns):
-        lines.append(f"| {name} | " + " | ".join(_percent(v) for v in values) + " |")
-    return "\n".join(lines)
-
-
-_HEADINGS = {
-    "global_accuracy": "global acc",
-    "class_accuracy": "class avg acc",
-    "mean_iou": "mIoU",
-    "bf_score": "BF",
-    "fw_iou": "fwIoU",
-    "ece": "ECE",
-}
-
-
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
-
-
-def _print_run(result: workflows.RunResult) -> None:
+def _print_run(result: RunResult) -> None:
     last = result.history[-1]
     print(f"{len(result.history)} epochs, {sum(r['seconds'] for r in result.history):.0f} s, final train loss {last['train_loss']:.4f}")
     print(f"validation scores of the best checkpoint ({result.out_dir / 'best.pt'}):")
-    print(format_scores(result.scores, result.class_names))
+    print(result.scores.table(result.class_names))
     _print_files(result.files)
 
 

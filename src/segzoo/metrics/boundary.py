@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .metrics import _check_range, label_pair, sum_over_processes
+from .accumulator import Accumulator, check_range, label_pair
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def boundary_f1(
     return f1.nanmean(1), f1
 
 
-class BoundaryF1:
+class BoundaryF1(Accumulator):
     """Accumulates BF scores over batches (and processes, :meth:`all_reduce`) on any device.
 
     Keeps the sum and count of image BF scores and, per class, the sum and count of F1 over the
@@ -104,9 +104,8 @@ class BoundaryF1:
     def _state(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.bf_sum, self.images, self.class_sum, self.class_count
 
-    def reset(self) -> None:
-        for t in self._state():
-            t.zero_()
+    def _settings(self) -> dict[str, float]:
+        return {"num_classes": self.num_classes, "tolerance": self.tolerance}
 
     def update(self, prediction: Tensor, target: Tensor) -> None:
         """Score one batch; arguments as for :func:`boundary_f1`."""
@@ -117,20 +116,6 @@ class BoundaryF1:
         self.images += scored.sum().to(device)
         self.class_sum += class_f1.nan_to_num(0.0).sum(0).to(device)
         self.class_count += (~class_f1.isnan()).sum(0).to(device)
-
-    def merge(self, other: BoundaryF1) -> None:
-        """Add another accumulator's sums (same ``num_classes`` and ``tolerance``)."""
-        if (other.num_classes, other.tolerance) != (self.num_classes, self.tolerance):
-            raise ValueError(
-                f"cannot merge num_classes={other.num_classes}, tolerance={other.tolerance} into "
-                f"num_classes={self.num_classes}, tolerance={self.tolerance}"
-            )
-        for mine, theirs in zip(self._state(), other._state()):
-            mine += theirs.to(mine.device)
-
-    def all_reduce(self, group=None) -> None:
-        """Sum the accumulated state over the processes of a ``torch.distributed`` group (in place)."""
-        sum_over_processes(self._state(), group)
 
     def compute(self) -> BoundaryScores:
         class_sum, class_count = self.class_sum.cpu(), self.class_count.cpu()
@@ -155,12 +140,12 @@ def _label_maps(prediction: Tensor, target: Tensor, num_classes: int, ignore_ind
         raise ValueError(f"target must be (N, H, W) labels, got shape {tuple(target.shape)}")
     prediction, target = label_pair(prediction, target, num_classes)
     if ignore_index is None:
-        _check_range(target, num_classes, None, "target")
-        _check_range(prediction, num_classes, None, "prediction")
+        check_range(target, num_classes, None, "target")
+        check_range(prediction, num_classes, None, "prediction")
         return prediction, target
     void = target == ignore_index
-    _check_range(target.masked_fill(void, 0), num_classes, ignore_index, "target")
-    _check_range(prediction.masked_fill(void, 0), num_classes, None, "prediction")
+    check_range(target.masked_fill(void, 0), num_classes, ignore_index, "target")
+    check_range(prediction.masked_fill(void, 0), num_classes, None, "prediction")
     return prediction.masked_fill(void, ignore_index), target
 
 

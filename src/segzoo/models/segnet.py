@@ -6,11 +6,13 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from ..io.state_dict import StateDictSource
+from . import ports
 from ._inputs import check_images
 from .base import SegmentationModel
-from .blocks import Stages, make_stages
-from .state_dict import StateDictSource, load_renamed, preview_keys, read_state_dict, unknown_layers
+from .blocks import Stages, make_stages, mirror
 from .pooling import max_pool_with_indices, max_unpool
+from .registry import register_model
 from .vgg import VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -45,17 +47,6 @@ def dropout_stages(placement: str, num_stages: int) -> tuple[frozenset[int], fro
     if placement not in presets:
         raise ValueError(f"dropout must be one of {DROPOUT_PLACEMENTS}, got {placement!r}")
     return presets[placement]
-
-
-def mirror(stages: Stages) -> tuple[tuple[int, ...], ...]:
-    """Decoder widths for an encoder: its stages in reverse, each conv keeping its width except a
-    stage's last, which narrows to the width of the stage below (for the first stage, its own)."""
-    reversed_stages = list(reversed(stages))
-    decoder = []
-    for i, widths in enumerate(reversed_stages):
-        below = reversed_stages[i + 1][-1] if i + 1 < len(reversed_stages) else widths[-1]
-        decoder.append((*widths[:-1], below))
-    return tuple(decoder)
 
 
 class _SegNetBase(SegmentationModel):
@@ -128,6 +119,7 @@ def _dropout(enabled: bool, rate: float) -> nn.Module:
     return nn.Dropout(rate) if enabled else nn.Identity()
 
 
+@register_model("segnet")
 class SegNet(_SegNetBase):
     """SegNet (`arXiv 1511.00561 <https://arxiv.org/abs/1511.00561>`_): VGG16 encoder, mirrored decoder.
 
@@ -189,42 +181,10 @@ class SegNet(_SegNetBase):
         ``in_channels`` and ``num_classes`` are read from the weights; ``kwargs`` (e.g. ``ceil_mode``)
         go to :class:`SegNet`. Outputs equal the port's wherever the port runs (multiples of 32).
         """
-        state = read_state_dict(checkpoint)
-        for key in ("conv11.weight", "conv11d.weight"):
-            if key not in state:
-                raise ValueError(f"not a PyTorch SegNet port state dict: no {key!r} among {preview_keys(state)}")
-        unknown = unknown_layers(state, _SEGNET_PORT_KEYS)
-        if unknown:
-            raise ValueError(f"unexpected keys for the PyTorch SegNet port layout: {preview_keys(unknown)}")
-        model = cls(num_classes=state["conv11d.weight"].shape[0], in_channels=state["conv11.weight"].shape[1], **kwargs)
-        load_renamed(model, state, _SEGNET_PORT_KEYS, "the PyTorch SegNet port checkpoint")
-        return model
+        return ports.from_segnet_pytorch(cls, checkpoint, **kwargs)
 
 
-def _segnet_port_key_map() -> dict[str, str]:
-    """``conv11`` -> ``encoder.stages.0.0.conv`` ... ``conv11d`` -> ``classifier``, from the stage lists."""
-    mapping = {}
-    for s, widths in enumerate(VGG16):
-        for c in range(len(widths)):
-            port = f"{s + 1}{c + 1}"
-            mapping[f"conv{port}"] = f"encoder.stages.{s}.{c}.conv"
-            mapping[f"bn{port}"] = f"encoder.stages.{s}.{c}.bn"
-    # decoder stage d mirrors encoder stage len-1-d; its convs count down (conv53d, conv52d, conv51d)
-    for d, widths in enumerate(mirror(VGG16)):
-        s = len(VGG16) - d
-        for c in range(len(widths)):
-            port = f"{s}{len(widths) - c}d"
-            if port == "11d":
-                mapping["conv11d"] = "classifier"
-            else:
-                mapping[f"conv{port}"] = f"decoder.{d}.{c}.conv"
-                mapping[f"bn{port}"] = f"decoder.{d}.{c}.bn"
-    return mapping
-
-
-_SEGNET_PORT_KEYS = _segnet_port_key_map()
-
-
+@register_model("segnet_basic")
 class SegNetBasic(_SegNetBase):
     """SegNet-Basic (`arXiv 1511.00561 <https://arxiv.org/abs/1511.00561>`_, Section 4.1).
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..io.state_dict import preview_keys
 from .blocks import Stages, make_stages
-from .state_dict import preview_keys
 
 VGG16: Stages = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 

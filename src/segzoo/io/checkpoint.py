@@ -1,8 +1,9 @@
 """Training checkpoints: written atomically, read safely, enough to rebuild the model alone.
 
 A checkpoint is a dict of tensors and plain Python values (so ``torch.load(weights_only=True)``
-reads it): the model's registry name and config, its state dict, and optionally the optimizer,
-LR scheduler and gradient-scaler states, the epoch, metrics and any extra plain values.
+reads it): the model's registry name and config, its state dict, and optionally the run
+description (``run``, see :mod:`segzoo.io.run_description`), the optimizer, LR scheduler and
+gradient-scaler states, the epoch, metrics and any extra plain values.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from ._atomic import atomic_write
-from ._torchfile import read_torch_file
-from .base import SegmentationModel
-from .registry import get_model, model_name
+from .. import __version__
+from ..models.base import SegmentationModel
+from ..models.registry import get_model, model_name
+from .atomic import atomic_write
+from .run_description import RunDescription
 from .state_dict import load_exact
+from .torchfile import read_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,29 @@ def _check_format(checkpoint: Any, source: str) -> dict[str, Any]:
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SegmentationModel:
     """Rebuild the model saved in a segzoo checkpoint, weights included (``segzoo.load``)."""
     return model_from_checkpoint(load_checkpoint(path, map_location), str(path)).to(map_location)
+
+
+def load_run(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[SegmentationModel, RunDescription]:
+    """The model saved in a segzoo checkpoint, weights included, and its run description (class
+    names, colours, mean/std, ignore label, data settings), read once; what evaluation, prediction
+    and export start from."""
+    checkpoint = load_checkpoint(path, map_location)
+    model = model_from_checkpoint(checkpoint, str(path)).to(map_location)
+    return model, run_description(checkpoint, model, str(path))
+
+
+def run_description(checkpoint: Mapping[str, Any], model: SegmentationModel, source: str = "checkpoint") -> RunDescription:
+    """The run description of an already read checkpoint: the one saved with it, converted from a
+    segzoo 0.1.0 ``metadata`` dict, or, for a checkpoint saved without one, the model's defaults
+    (class indices as names, the VOC colour map)."""
+    if "run" in checkpoint:
+        description = RunDescription.from_dict(checkpoint["run"], f"{source}'s run description")
+        if description.num_classes != model.num_classes:
+            raise ValueError(f"{source} describes {description.num_classes} classes, its model has {model.num_classes}")
+        return description
+    if "metadata" in checkpoint:
+        return RunDescription.from_metadata(checkpoint["metadata"], model)
+    return RunDescription.for_model(model)
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> SegmentationModel:

@@ -62,3 +62,14 @@ def make_stages(
 def stage_out_channels(stages: Stages) -> list[int]:
     """Output width of each stage (the width of its last conv)."""
     return [widths[-1] for widths in stages]
+
+
+def mirror(stages: Stages) -> tuple[tuple[int, ...], ...]:
+    """Decoder widths for an encoder: its stages in reverse, each conv keeping its width except a
+    stage's last, which narrows to the width of the stage below (for the first stage, its own)."""
+    reversed_stages = list(reversed(stages))
+    decoder = []
+    for i, widths in enumerate(reversed_stages):
+        below = reversed_stages[i + 1][-1] if i + 1 < len(reversed_stages) else widths[-1]
+        decoder.append((*widths[:-1], below))
+    return tuple(decoder)

@@ -2,13 +2,15 @@
 sharding evaluation data without duplicates, and the few collectives the trainer needs.
 
 Every helper also works in a single process without a process group (rank 0 of 1, collectives
-do nothing), so callers need no branches of their own.
+do nothing), so callers need no branches of their own. :func:`setup` is the one place that joins a
+group and :func:`process_group` the one that leaves it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence, Sized
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -69,10 +71,18 @@ def setup(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-def shutdown() -> None:
-    """Destroy the default process group, if any (e.g. the one :func:`setup` created)."""
-    if is_active():
-        dist.destroy_process_group()
+@contextmanager
+def process_group(device: str | torch.device | None = None) -> Iterator[torch.device]:
+    """Join ``torchrun``'s process group for the block (see :func:`setup`) and yield this process's
+    device; a group this block created is destroyed when it ends, even on error. Outside
+    ``torchrun`` it only resolves the device."""
+    joined = not is_active()
+    resolved = setup(device)
+    try:
+        yield resolved
+    finally:
+        if joined and is_active():
+            dist.destroy_process_group()
 
 
 def barrier() -> None:

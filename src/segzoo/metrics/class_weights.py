@@ -1,4 +1,4 @@
-"""Class balancing for the cross-entropy loss."""
+"""Class weights for the loss: median-frequency balancing, as the SegNet paper trains CamVid."""
 
 from __future__ import annotations
 

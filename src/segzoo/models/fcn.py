@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..io.state_dict import StateDictSource
+from . import ports
 from ._inputs import check_images
 from .base import SegmentationModel
-from .state_dict import StateDictSource, load_renamed, preview_keys, read_state_dict, unknown_layers
+from .registry import register_model
 from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -125,43 +127,7 @@ class _FCN(SegmentationModel):
         model is built with the Caffe geometry and no BN; ``in_channels`` and ``num_classes`` are read
         from the weights; ``kwargs`` (e.g. ``fixed_upsampling=True``) go to the constructor.
         """
-        state = read_state_dict(checkpoint)
-        for key in ("conv1_1.weight", "score_fr.weight"):
-            if key not in state:
-                raise ValueError(f"not a PyTorch FCN port state dict: no {key!r} among {preview_keys(state)}")
-        variant = next((name for name, final in _PORT_FINAL_UPSAMPLER.items() if f"{final}.weight" in state), None)
-        if variant is not None and variant != cls.__name__:
-            raise ValueError(f"this is a PyTorch {variant} port checkpoint: use {variant}.from_pytorch_fcn")
-        key_map = _pytorch_fcn_key_map(cls.stride)
-        unknown = unknown_layers(state, key_map)
-        if unknown:
-            raise ValueError(f"unexpected keys for the PyTorch {cls.__name__} port layout: {preview_keys(unknown)}")
-        model = cls(
-            num_classes=state["score_fr.weight"].shape[0],
-            in_channels=state["conv1_1.weight"].shape[1],
-            batch_norm=False,
-            geometry="caffe",
-            **kwargs,
-        )
-        load_renamed(model, state, key_map, f"the PyTorch {cls.__name__} port checkpoint")
-        return model
-
-
-def _pytorch_fcn_key_map(stride: int) -> dict[str, str]:
-    mapping = {
-        f"conv{s + 1}_{c + 1}": f"encoder.stages.{s}.{c}.conv" for s, widths in enumerate(VGG16) for c in range(len(widths))
-    }
-    mapping.update({name: name for name in ("fc6", "fc7", "score_fr")})
-    if stride <= 16:
-        mapping.update(score_pool4="score_pool4", upscore2="upscore2")
-    if stride == 8:
-        mapping.update(score_pool3="score_pool3", upscore_pool4="upscore_pool4")
-    mapping[_PORT_FINAL_UPSAMPLER[f"FCN{stride}s"]] = "upscore"
-    return mapping
-
-
-# the port names its last upsampler after the variant; segzoo calls it ``upscore`` in all three
-_PORT_FINAL_UPSAMPLER = {"FCN32s": "upscore", "FCN16s": "upscore16", "FCN8s": "upscore8"}
+        return ports.from_pytorch_fcn(cls, checkpoint, **kwargs)
 
 
 _DOC = """{name} (Long et al., `arXiv 1411.4038 <https://arxiv.org/abs/1411.4038>`_): {what}
@@ -179,16 +145,19 @@ _DOC = """{name} (Long et al., `arXiv 1411.4038 <https://arxiv.org/abs/1411.4038
     """
 
 
+@register_model("fcn32s")
 class FCN32s(_FCN):
     __doc__ = _DOC.format(name="FCN-32s", what="one 32x upsampling of the fc7 scores.", stride=32)
     stride = 32
 
 
+@register_model("fcn16s")
 class FCN16s(_FCN):
     __doc__ = _DOC.format(name="FCN-16s", what="fc7 scores upsampled 2x, fused with pool4 scores, then 16x.", stride=16)
     stride = 16
 
 
+@register_model("fcn8s")
 class FCN8s(_FCN):
     __doc__ = _DOC.format(
         name="FCN-8s", what="fc7 scores fused with pool4 then pool3 scores (2x each), then 8x.", stride=8

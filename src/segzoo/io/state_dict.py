@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from torch import Tensor, nn
 
-from ._torchfile import read_torch_file
+from .torchfile import read_torch_file
 
 StateDictSource = str | os.PathLike | Mapping[str, Tensor]
 
@@ -45,7 +45,7 @@ def _rename_layer(key: str, layers: Mapping[str, str]) -> str:
 def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
     """Return a ``{name: tensor}`` dict from a file path or a mapping.
 
-    Files are read with :func:`segzoo._torchfile.read_torch_file` (checksums verified, then
+    Files are read with :func:`segzoo.io.torchfile.read_torch_file` (checksums verified, then
     ``torch.load(weights_only=True)``): a file holding a pickled module or any other code-bearing
     object is refused, never executed, and a damaged file is named as such. A single wrapper level
     (``state_dict`` / ``model_state_dict`` / ``model``) is unwrapped.

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .state_dict import load_exact, read_state_dict
+from ..io.state_dict import load_exact, read_state_dict
 from .vgg import from_torchvision
 
 

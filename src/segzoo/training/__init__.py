@@ -1,0 +1,31 @@
+"""Training: the trainer, the one evaluation loop, loaders, distributed runs, whole runs.
+
+``config`` (:class:`TrainConfig`), ``trainer`` (:class:`Trainer`: the loop, checkpoints, resume),
+``evaluation`` (:func:`evaluate` over a loader, a dataset with pictures, a checkpoint),
+``loaders`` (:func:`make_loader`), ``distributed`` (joining and leaving torchrun's process group,
+sharding, collectives), ``run`` (a whole run from datasets: :func:`train`, :func:`demo`).
+"""
+
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .distributed import ShardSampler, process_group
+from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
+from .loaders import make_loader
+from .run import RunResult, demo, train
+from .trainer import History, Trainer
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "History",
+    "RunResult",
+    "ShardSampler",
+    "TrainConfig",
+    "Trainer",
+    "demo",
+    "evaluate",
+    "evaluate_checkpoint",
+    "evaluate_dataset",
+    "make_loader",
+    "process_group",
+    "train",
+]

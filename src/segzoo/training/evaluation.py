@@ -1,0 +1,165 @@
+"""Scoring a model: over a loader (the one evaluation loop, used by the trainer too), over a
+dataset with pictures of its predictions, and a saved checkpoint on a dataset split."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
+
+from .. import viz
+from ..data import denormalize, eval_transforms
+from ..io.checkpoint import load_run
+from ..io.run_description import RunDescription
+from ..metrics import SegmentationMetrics, SegmentationScores
+from ..models.base import SegmentationModel
+from . import distributed
+from .distributed import ShardSampler
+from .loaders import make_loader
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate(
+    model: SegmentationModel,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    ignore_index: int | None = None,
+    criterion: nn.CrossEntropyLoss | None = None,
+    amp: bool = False,
+    progress: bool = False,
+    detailed: bool = False,
+) -> tuple[float, SegmentationScores]:
+    """Run ``model`` (eval mode, on its own device) over (images, masks) batches: the mean of
+    ``criterion`` (cross-entropy by default) and the confusion-matrix scores; with ``detailed``,
+    also the boundary F1 score (per class too) and the expected calibration error.
+
+    The loss is averaged over all counted pixels (weighted by the criterion's class weights), as
+    if the whole loader were one batch, so it does not depend on how the data is batched or
+    sharded. When ``loader`` samples with a :class:`~segzoo.training.distributed.ShardSampler`, each process
+    evaluates its shard and the loss and confusion matrix are summed over processes: every process
+    returns the scores of the whole dataset.
+    """
+    if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
+        raise TypeError(f"criterion must be an nn.CrossEntropyLoss (its sum is averaged per pixel), got {type(criterion).__name__}")
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        raise ValueError(
+            "evaluation needs every item exactly once, but DistributedSampler pads or drops items; "
+            "shard with segzoo.distributed.ShardSampler (make_loader(..., shuffle=False, distributed=True))"
+        )
+    model.eval()
+    device = next(model.parameters()).device
+    criterion = criterion or nn.CrossEntropyLoss(ignore_index=ignore_label(ignore_index))
+    metrics = SegmentationMetrics(model.num_classes, ignore_index, boundary=detailed, calibration=detailed, device=device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype(device)) if amp else nullcontext()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    weight = torch.zeros((), dtype=torch.float64, device=device)
+    bar = progress_bar(loader, progress, "evaluate")
+    for images, masks in bar:
+        images, masks = images.to(device), masks.to(device)
+        with autocast:
+            logits = model(images)
+        batch_total, batch_weight = summed_loss(criterion, logits.float(), masks)
+        total += batch_total.double()
+        weight += batch_weight
+        metrics.update(logits, masks)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{float(total / weight):.4f}", mIoU=f"{metrics.confusion.compute().mean_iou:.3f}")
+    if isinstance(sampler, ShardSampler):
+        metrics.all_reduce()
+        total, weight = distributed.all_reduce_sum([float(total), float(weight)], device)
+    scores = metrics.compute()
+    return float(total / weight) if weight > 0 else math.nan, scores
+
+
+def summed_loss(criterion: nn.CrossEntropyLoss, logits: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """The criterion's loss summed over pixels, and the weight its mean divides that sum by, so
+    that batches and processes combine exactly. Per-pixel losses and then a sum, because CUDA's
+    reducing cross-entropy kernel adds with atomics and raises in deterministic mode."""
+    per_pixel = F.cross_entropy(
+        logits, masks, criterion.weight, ignore_index=criterion.ignore_index, reduction="none", label_smoothing=criterion.label_smoothing
+    )
+    counted = masks[masks != criterion.ignore_index]
+    weight = criterion.weight[counted].sum() if criterion.weight is not None else counted.numel()
+    return per_pixel.sum(), torch.as_tensor(weight, dtype=per_pixel.dtype, device=per_pixel.device)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``amp`` runs: float16 on CUDA, bfloat16 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def ignore_label(ignore_index: int | None) -> int:
+    return -100 if ignore_index is None else ignore_index  # -100: CrossEntropyLoss's "none"
+
+
+def progress_bar(iterable: Iterable, enabled: bool, description: str) -> Iterable:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm  # renders as a widget in notebooks, as text in a terminal
+
+    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def evaluate_dataset(
+    model: SegmentationModel,
+    dataset: Any,
+    run: RunDescription,
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+) -> tuple[SegmentationScores, dict[str, Path]]:
+    """Scores of ``model`` on a transformed ``dataset`` (BF and ECE included); with ``out_dir``, also
+    a prediction grid of its first images (``predictions.png``, in ``run``'s colours) and, with
+    matplotlib, ``confusion_matrix.png``."""
+    model.to(device or next(model.parameters()).device)
+    _, scores = evaluate(model, make_loader(dataset, batch_size, shuffle=False), run.ignore_index, detailed=True)
+    files: dict[str, Path] = {}
+    if out_dir is not None:
+        images, masks = (torch.stack(column) for column in zip(*(dataset[i] for i in range(min(8, len(dataset))))))
+        predictions = model(images.to(next(model.parameters()).device)).argmax(1).cpu()
+        pictures = denormalize(images, run.mean, run.std)
+        files["predictions"] = viz.prediction_grid(
+            pictures, masks, predictions, run.palette, Path(out_dir) / "predictions.png", ignore_index=run.ignore_index
+        )
+        try:
+            files["confusion_matrix"] = viz.plot_confusion_matrix(
+                scores.confusion, Path(out_dir) / "confusion_matrix.png", class_names=list(run.class_names)
+            )
+        except ImportError:
+            logger.info("matplotlib not installed: skipping confusion_matrix.png")
+    return scores, files
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    root: str | os.PathLike,
+    layout: str,
+    split: str = "val",
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
+    """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
+    scores, the checkpoint's run description and the pictures written to ``out_dir``."""
+    from ..data import open_split
+
+    model, run = load_run(checkpoint)
+    dataset = open_split(root, layout, split, model.num_classes, run.ignore_index)
+    if run.ignore_index is None and dataset.ignore_index is not None:
+        run = replace(run, ignore_index=dataset.ignore_index)
+    dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
+    scores, files = evaluate_dataset(model, dataset, run, out_dir, batch_size, device=device)
+    return scores, run, files
