@@ -5,6 +5,8 @@ import torch
 
 import segzoo
 
+pytest_plugins = ("support.isolation",)
+
 NUM_CLASSES = 5
 
 

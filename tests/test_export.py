@@ -143,6 +143,7 @@ def test_exported_program_of_fcn8s_matches_eager(model_cache):
 
 
 @pytest.mark.slow
+@pytest.mark.isolated
 @pytest.mark.parametrize("name", ["segnet_basic", "fcn8s"])
 def test_compiled_model_matches_eager_at_two_sizes(model_cache, name):
     """inductor on CPU, one compiled module called at two sizes (the second compiles a dynamic graph).
@@ -177,6 +178,7 @@ def _train_step_then_eval(model: nn.Module, x: torch.Tensor, autocast: bool) -> 
         return model(x)
 
 
+@pytest.mark.isolated  # a bf16 kernel crash (see test_score.py) fails this test, not the run
 @pytest.mark.parametrize("name", SMOKE_MODELS)
 def test_bf16_autocast_trains_and_predicts(model_cache, name):
     model = model_cache(name)

@@ -13,6 +13,7 @@ from . import ports
 from ._inputs import check_images
 from .base import SegmentationModel
 from .registry import register_model
+from .score import ScoreConv2d
 from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -59,7 +60,8 @@ class _FCN(SegmentationModel):
         self.fc7 = nn.Conv2d(FC7_SHAPE[1], FC7_SHAPE[0], 1)
         self.drop6 = nn.Dropout(0.5)
         self.drop7 = nn.Dropout(0.5)
-        self.score_fr = nn.Conv2d(FC7_SHAPE[0], num_classes, 1)
+        # float32 on CPU bf16: its bf16 backward corrupts the heap on AMX CPUs (see models/score.py)
+        self.score_fr = ScoreConv2d(FC7_SHAPE[0], num_classes)
         if self.stride <= 16:
             self.score_pool4 = nn.Conv2d(VGG16[3][-1], num_classes, 1)
             self.upscore2 = self._upsampler(num_classes, 2, fixed_upsampling)
