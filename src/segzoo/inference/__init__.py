@@ -1,12 +1,25 @@
-"""Using a trained model: prediction of files, Monte Carlo dropout uncertainty, fast paths.
+"""Using a trained model: prediction of files, tiles, test-time augmentation, Monte Carlo
+dropout uncertainty, fast paths.
 
-``predict`` (masks, overlays and uncertainty maps for image files), ``mc_dropout`` (Bayesian
-SegNet's Monte Carlo dropout: :func:`mc_predict`), ``fuse`` (:func:`fuse_for_inference`: BatchNorm
-folded, channels_last).
+``pipeline`` (:func:`infer` with :class:`InferenceOptions`: working size, TTA, tiles and MC dropout
+composed), ``tiling`` (sliding-window inference with Gaussian or mean blending), ``tta`` (flip and
+multi-scale averaging), ``mc_dropout`` (Bayesian SegNet's Monte Carlo dropout: :func:`mc_predict`),
+``predict`` (masks, overlays and uncertainty maps for image files), ``fuse``
+(:func:`fuse_for_inference`: BatchNorm folded, channels_last).
 """
 
 from .fuse import fuse_for_inference
 from .mc_dropout import MCPrediction, mc_predict, predictive_uncertainty
+from .pipeline import Inference, InferenceOptions, infer
 from .predict import predict_files
 
-__all__ = ["MCPrediction", "fuse_for_inference", "mc_predict", "predict_files", "predictive_uncertainty"]
+__all__ = [
+    "Inference",
+    "InferenceOptions",
+    "MCPrediction",
+    "fuse_for_inference",
+    "infer",
+    "mc_predict",
+    "predict_files",
+    "predictive_uncertainty",
+]
