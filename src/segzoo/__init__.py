@@ -5,6 +5,7 @@ __version__ = "0.2.0"
 from .export import export_onnx, export_program, save_program
 from .inference import MCPrediction, fuse_for_inference, mc_predict
 from .io.checkpoint import load, load_run, load_weights, save_checkpoint
+from .io.pretrained import from_pretrained, push_to_hub
 from .io.run_description import RunDescription
 from .metrics import (
     BoundaryF1,
@@ -55,6 +56,7 @@ __all__ = [
     "expected_calibration_error",
     "export_onnx",
     "export_program",
+    "from_pretrained",
     "fuse_for_inference",
     "get_model",
     "list_models",
@@ -64,6 +66,7 @@ __all__ = [
     "make_stages",
     "mc_predict",
     "median_frequency_weights",
+    "push_to_hub",
     "save_checkpoint",
     "save_program",
 ]

@@ -20,6 +20,7 @@ from .. import __version__
 from ..models.base import SegmentationModel
 from ..models.registry import get_model, model_name
 from .atomic import atomic_write
+from .pretrained import is_pretrained, read_pretrained
 from .run_description import RunDescription
 from .state_dict import load_exact
 from .torchfile import read_torch_file
@@ -50,9 +51,12 @@ def save_checkpoint(path: str | os.PathLike, model: SegmentationModel, **state: 
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, refusing pickled code
+    """Read a checkpoint written by :func:`save_checkpoint` (or a pretrained folder / its
+    ``.safetensors`` file, see :mod:`segzoo.io.pretrained`), refusing pickled code
     (``weights_only=True``), damaged files (see :func:`read_torch_file`) and anything that is not
     a segzoo checkpoint."""
+    if is_pretrained(path):
+        return read_pretrained(path, map_location)
     return _check_format(read_torch_file(path, map_location), str(path))
 
 

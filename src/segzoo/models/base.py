@@ -58,6 +58,14 @@ class SegmentationModel(nn.Module):
             self.encoder.eval()
         return self
 
+    def save_pretrained(self, folder: Any, run: Any = None, scores: Any = None) -> Any:
+        """Write this model to ``folder`` as ``config.json`` + ``model.safetensors`` + a model card
+        (see :func:`segzoo.io.pretrained.save_pretrained`); ``run`` is its
+        :class:`~segzoo.RunDescription` (class names, colours, ...). Returns the folder."""
+        from ..io.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, run, scores)
+
     @torch.inference_mode()
     def predict(self, images: Any, return_probabilities: bool = False) -> Tensor:
         """Class labels (N, H, W) for PIL images (one or a list), uint8 tensors (3, H, W) /
