@@ -66,6 +66,20 @@ def test_onnx_segnet_basic_matches_pytorch_at_any_size(model_cache, tmp_path):
     _assert_onnx_matches(model, path)
 
 
+def test_onnx_segnet_is_captured_with_native_unpooling(model_cache, tmp_path):
+    """The lean graph: no compact-unpooling slices (about 5x fewer nodes), same outputs, and the
+    model keeps its own unpooling afterwards."""
+    import onnx
+
+    model = model_cache("segnet_basic")
+    assert model.unpooling == "compact"
+    path = export_onnx(model, tmp_path / "model.onnx", example_size=(64, 96))
+    assert model.unpooling == "compact"
+    nodes = onnx.load(str(path)).graph.node
+    assert len(nodes) < 200, len(nodes)  # compact: 510 nodes, native: 102 (torch 2.14)
+    _assert_onnx_matches(model, path, sizes=[(1, 64, 96), (2, 75, 101)])
+
+
 def test_static_onnx_has_the_example_size(model_cache, tmp_path):
     import onnxruntime
 

