@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import segzoo
-
-NUM_CLASSES = 5
+from support.models import NUM_CLASSES
 
 
 @pytest.fixture(scope="session")

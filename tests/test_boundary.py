@@ -8,6 +8,7 @@ import torch
 import torch.multiprocessing as mp
 
 from segzoo.metrics.boundary import BoundaryF1, boundary_f1
+from support.reference_boundary import reference_bf
 
 NAN = float("nan")
 
@@ -122,46 +123,6 @@ def test_image_mean_over_scored_classes_and_dataset_mean_over_images():
     assert scores.images == 2
     assert scores.bf_score == pytest.approx(15 / 32, abs=1e-15)
     assert_scores(scores.per_class, [11 / 16, 1 / 2, 0.0])
-
-
-# ---- brute-force reference: binary masks, numpy edge padding, pairwise distances ----
-
-
-def reference_boundary(mask: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask; edge padding copies a pixel to its outside
-    neighbour, so the image border never counts."""
-    padded = np.pad(mask, 1, mode="edge")
-    neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
-    return mask & np.logical_or.reduce([n != mask for n in neighbours])
-
-
-def reference_matched(points: np.ndarray, others: np.ndarray, theta: float) -> int:
-    if len(points) == 0 or len(others) == 0:
-        return 0
-    distance = np.sqrt(((points[:, None, :] - others[None, :, :]) ** 2).sum(-1))
-    return int((distance.min(1) <= theta).sum())
-
-
-def reference_bf(prediction, target, num_classes, ignore_index, tolerance):
-    prediction, target = prediction.numpy(), target.numpy()
-    n, h, w = target.shape
-    theta = tolerance * math.sqrt(h * h + w * w)
-    image_bf, class_f1 = np.full(n, np.nan), np.full((n, num_classes), np.nan)
-    for i in range(n):
-        p = np.where(target[i] == ignore_index, ignore_index, prediction[i])
-        for c in range(num_classes):
-            if c == ignore_index or not (target[i] == c).any():
-                continue
-            bp, bt = np.argwhere(reference_boundary(p == c)), np.argwhere(reference_boundary(target[i] == c))
-            if len(bp) == 0 or len(bt) == 0:
-                class_f1[i, c] = float(len(bp) == len(bt))
-                continue
-            precision = reference_matched(bp, bt, theta) / len(bp)
-            recall = reference_matched(bt, bp, theta) / len(bt)
-            class_f1[i, c] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        if not np.isnan(class_f1[i]).all():
-            image_bf[i] = np.nanmean(class_f1[i])
-    return image_bf, class_f1
 
 
 def random_blocky(seed: int, n: int, num_classes: int, h: int = 37, w: int = 53, ignore_index: int = 255):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import segzoo
-from conftest import NUM_CLASSES
+from support.models import NUM_CLASSES
 
 MODELS = segzoo.list_models()
 # each registered model, plus the FCNs' Caffe geometry and the floor-mode SegNets

@@ -26,7 +26,7 @@ from segzoo import viz
 from segzoo.models._inputs import check_images
 from segzoo.data import denormalize, train_transforms
 from segzoo.inference.mc_dropout import predictive_uncertainty
-from test_boundary import reference_bf
+from support.reference_boundary import reference_bf
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SEGZOO = Path(segzoo.__file__).resolve().parent

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from reference_pooling import pool, unpool
 from segzoo import SegNet, SegNetBasic
+from support.reference_pooling import pool, unpool
 
 
 def _reference_forward(model, x: torch.Tensor, ceil_mode: bool) -> np.ndarray:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from random_batch_norms import randomise_batch_norms
 from segzoo import SegNet, SegNetBasic
 from segzoo.models.segnet import DROPOUT_PLACEMENTS, dropout_stages
 from segzoo.inference.mc_dropout import mc_predict, predictive_uncertainty
+from support.random_batch_norms import randomise_batch_norms
 
 
 def _dropout_sites(model) -> tuple[list[int], list[int]]:
