@@ -1,7 +1,13 @@
-"""Shared fixtures: one instance per registered model, built once per session (VGG models are big)."""
+"""Shared fixtures: one instance per registered model, built once per session (VGG models are big),
+and small image/mask folder datasets on disk."""
 
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import segzoo
 from support.models import NUM_CLASSES
@@ -19,3 +25,34 @@ def model_cache():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def make_folder_dataset(tmp_path_factory) -> Callable[..., Path]:
+    """``make(train, val, size)``: a new DATA/{train,val}/{images,masks} folder dataset (the
+    ``folder`` layout) of ``size`` (h, w) PNGs. Masks are 3 row bands, classes 0, 1, 2 from the
+    top, with the first 2 + i pixels of image i's top row ignored (255); images are noise plus
+    80 per class level, so the task is learnable."""
+
+    def make(train: int = 6, val: int = 3, size: tuple[int, int] = (40, 48)) -> Path:
+        root = tmp_path_factory.mktemp("data")
+        rng = np.random.default_rng(0)
+        height, width = size
+        for split, count in (("train", train), ("val", val)):
+            (root / split / "images").mkdir(parents=True)
+            (root / split / "masks").mkdir(parents=True)
+            for i in range(count):
+                mask = np.repeat(np.arange(height) // -(-height // 3), width).reshape(height, width).astype(np.uint8)
+                mask[0, : 2 + i] = 255
+                image = rng.integers(0, 60, (*size, 3), dtype=np.uint8) + (mask.clip(0, 2)[..., None] * 80).astype(np.uint8)
+                Image.fromarray(image).save(root / split / "images" / f"{i}.png")
+                Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i}.png")
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def folder_dataset(make_folder_dataset) -> Path:
+    """The shared folder dataset: 6 training and 3 validation images of 40x48 (see ``make_folder_dataset``)."""
+    return make_folder_dataset()

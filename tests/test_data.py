@@ -46,6 +46,15 @@ def _palette_mask(labels: np.ndarray) -> Image.Image:
     return mask
 
 
+def _files(root: Path, images: list[str], masks: list[str], seed: int) -> None:
+    """Random 4x4 RGB images and all-zero masks under ROOT/images and ROOT/masks, by file name."""
+    rng = np.random.default_rng(seed)
+    for name in images:
+        _save(root / "images" / name, _rgb(rng, 4, 4))
+    for name in masks:
+        _save(root / "masks" / name, np.zeros((4, 4), np.uint8))
+
+
 def _folder(tmp_path, pairs, num_classes=4, **kwargs):
     """Write ``(image_name, image_array, mask_array)`` triples (masks as <stem>.png) and build the dataset."""
     for image_name, image, mask in pairs:
@@ -145,10 +154,7 @@ def test_folder_no_images(tmp_path):
 
 
 def test_folder_image_without_mask_and_mask_without_image(tmp_path):
-    rng = np.random.default_rng(4)
-    _save(tmp_path / "images" / "both.png", _rgb(rng, 4, 4))
-    _save(tmp_path / "images" / "lonely.jpg", _rgb(rng, 4, 4))
-    _save(tmp_path / "masks" / "both.png", np.zeros((4, 4), np.uint8))
+    _files(tmp_path, images=["both.png", "lonely.jpg"], masks=["both.png"], seed=4)
     with pytest.raises(ValueError, match=r"1 image\(s\) in .* have no mask .*lonely\.jpg"):
         SegmentationFolder(tmp_path / "images", tmp_path / "masks", num_classes=2)
     (tmp_path / "images" / "lonely.jpg").unlink()
@@ -168,10 +174,7 @@ def test_folder_lists_only_a_few_unmatched_files(tmp_path):
 
 
 def test_folder_duplicate_stems_are_ambiguous(tmp_path):
-    rng = np.random.default_rng(6)
-    _save(tmp_path / "images" / "a.png", _rgb(rng, 4, 4))
-    _save(tmp_path / "images" / "a.jpg", _rgb(rng, 4, 4))
-    _save(tmp_path / "masks" / "a.png", np.zeros((4, 4), np.uint8))
+    _files(tmp_path, images=["a.png", "a.jpg"], masks=["a.png"], seed=6)
     with pytest.raises(ValueError, match=r"a\.jpg and .*a\.png share the stem 'a'"):
         SegmentationFolder(tmp_path / "images", tmp_path / "masks", num_classes=2)
 

@@ -12,11 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -89,22 +87,6 @@ def test_sync_batchnorm_on_cpu_is_refused_early(one_process_group):
         Trainer(segzoo.SegNetBasic(2), make_loader(data, 2, shuffle=True, distributed=True), config=TrainConfig(sync_batchnorm=True), device="cpu")
 
 
-def _write_folder(root: Path) -> Path:
-    """DATA/{train,val}/{images,masks}: row bands of 3 classes with a few ignored pixels. 8 training
-    images (2 steps of 2 per process and epoch with 2 processes), 5 validation images (uneven shards)."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 5)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(count):
-            mask = np.repeat(np.arange(16) // 6, 24).reshape(16, 24).astype(np.uint8)
-            mask[0, : 2 + i] = IGNORE
-            image = rng.integers(0, 60, (16, 24, 3), dtype=np.uint8) + (mask.clip(0, 2)[..., None] * 80).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
-            Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i}.png")
-    return root
-
-
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
     return [
         "train", "--model", "segnet_basic", "--data", str(data), "--num-classes", "3", "--ignore-index", str(IGNORE),
@@ -123,10 +105,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_segzoo_train_under_torchrun_with_two_processes(tmp_path):
+def test_segzoo_train_under_torchrun_with_two_processes(tmp_path, make_folder_dataset):
     """One ``segzoo train`` under torchrun (2 gloo processes): equal weights on both ranks, rank 0
-    alone writes, sharded evaluation equals a single-process one, and one process resumes."""
-    data, out, dumps = _write_folder(tmp_path / "data"), tmp_path / "run", tmp_path / "dumps"
+    alone writes, sharded evaluation equals a single-process one, and one process resumes. 8
+    training images (2 steps of 2 per process and epoch with 2 processes), 5 validation images
+    (uneven shards)."""
+    data, out, dumps = make_folder_dataset(train=8, val=5, size=(16, 24)), tmp_path / "run", tmp_path / "dumps"
     dumps.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in distributed.TORCHRUN_VARIABLES} | {"OMP_NUM_THREADS": "1"}
     command = [
