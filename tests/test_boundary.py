@@ -1,4 +1,5 @@
-"""Boundary F1 against hand-counted boundaries and a brute-force pairwise-distance reference."""
+"""Boundary F1 against hand-counted boundaries and a brute-force pairwise-distance reference, also
+under hostile input (hypothesis)."""
 
 import math
 
@@ -6,8 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import segzoo
 from segzoo.metrics.boundary import BoundaryF1, boundary_f1
+from support.properties import CASES, assert_accepted, assert_names_labels, assert_works_or_clear_error, label_maps, label_problems
 from support.reference_boundary import reference_bf
 
 NAN = float("nan")
@@ -247,3 +252,31 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="outside"):
         acc.update(labels + 3, labels)
     assert acc.images == 0 and acc.class_count.sum() == 0, "a rejected batch must not be half counted"
+
+
+# ---- property test ----
+
+@settings(max_examples=60, **CASES)
+@given(case=label_maps(), tolerance=st.sampled_from([0.0, 0.0075, 0.1, 0.5]))
+def test_boundary_f1_matches_the_brute_force_reference_and_reports_bad_labels(case, tolerance):
+    prediction, target, num_classes, ignore = case
+    result = assert_works_or_clear_error(lambda: segzoo.boundary_f1(prediction, target, num_classes, ignore, tolerance))
+    bad_target, bad_prediction = label_problems(prediction, target, num_classes, ignore)
+    if bad_target or bad_prediction:
+        assert_names_labels(result, bad_target or bad_prediction)
+        return
+    assert_accepted(result)
+    image_bf, class_f1 = result
+    labels = prediction.argmax(1) if prediction.is_floating_point() else prediction
+    expected_image, expected_class = reference_bf(labels.long(), target.long(), num_classes, ignore, tolerance)
+    assert np.allclose(class_f1.numpy(), expected_class, rtol=0, atol=1e-12, equal_nan=True)
+    assert np.allclose(image_bf.numpy(), expected_image, rtol=0, atol=1e-12, equal_nan=True)
+    assert ((image_bf >= 0) & (image_bf <= 1) | image_bf.isnan()).all()
+    # a perfect prediction scores 1 on every image that has a labelled pixel
+    perfect, _ = segzoo.boundary_f1(target, target, num_classes, ignore, tolerance)
+    assert torch.equal(perfect.isnan(), image_bf.isnan()) and (perfect[~perfect.isnan()] == 1).all()
+    accumulator = segzoo.BoundaryF1(num_classes, ignore, tolerance)
+    accumulator.update(prediction, target)
+    scores = accumulator.compute()
+    assert scores.images == int((~image_bf.isnan()).sum())
+    assert scores.bf_score == pytest.approx(float(image_bf.nanmean()), nan_ok=True, abs=1e-12)

@@ -1,13 +1,18 @@
-"""Monte Carlo dropout (Bayesian SegNet): predictive uncertainty and sampling."""
+"""Monte Carlo dropout (Bayesian SegNet): predictive uncertainty (also under hostile input, with
+hypothesis) and sampling."""
 
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from torch import nn
 
 from segzoo import SegNetBasic
 from segzoo.inference.mc_dropout import mc_predict, predictive_uncertainty
+from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error
 from support.random_batch_norms import randomise_batch_norms
 
 
@@ -105,3 +110,56 @@ def test_mc_needs_dropout_and_positive_samples():
         mc_predict(SegNetBasic(3), torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="positive integer"):
         mc_predict(SegNetBasic(3, dropout="central"), torch.randn(1, 3, 16, 16), samples=0)
+
+
+# ---- property tests ----
+
+@st.composite
+def softmax_samples(draw):
+    """Dirichlet-like samples (T, N, C, H, W): softmax of random logits at a random temperature, one-hot
+    at the extreme, uniform at temperature 0."""
+    t, n, c = draw(st.integers(1, 4)), draw(st.integers(0, 2)), draw(st.integers(1, 5))
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    temperature = draw(st.sampled_from([0.0, 0.5, 2.0, 20.0, 1e4]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    logits = torch.randn(t, n, c, h, w, generator=generator, dtype=torch.float64)
+    return (temperature * logits).softmax(2).to(draw(st.sampled_from([torch.float32, torch.float64])))
+
+
+@settings(max_examples=50, **CASES)
+@given(samples=softmax_samples())
+def test_predictive_uncertainty_is_a_distribution_with_0_le_mi_le_entropy_le_log_c(samples):
+    result = predictive_uncertainty(samples)
+    c = samples.shape[2]
+    slack = 1e-5 if samples.dtype == torch.float32 else 1e-12
+    mean = samples.double().mean(0)
+    torch.testing.assert_close(result.probabilities.double(), mean, rtol=0, atol=slack)
+    torch.testing.assert_close(result.probabilities.double().sum(1), torch.ones_like(mean[:, 0]), rtol=0, atol=slack)
+    entropy = -(mean * torch.where(mean > 0, mean, 1.0).log()).sum(1)  # 0 log 0 = 0
+    torch.testing.assert_close(result.entropy.double(), entropy, rtol=0, atol=slack)
+    mi, h = result.mutual_information.double(), result.entropy.double()
+    assert (mi >= 0).all() and (mi <= h + slack).all() and (h <= math.log(c) + slack).all()
+    assert (result.variance >= 0).all() and result.samples == samples.shape[0]
+    assert torch.equal(result.labels, result.probabilities.argmax(1))
+
+
+@settings(max_examples=30, **CASES)
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=6, min_side=0, max_side=3),
+    fill=st.sampled_from([-0.5, 0.7, math.nan, 2.0]),
+    kind=st.sampled_from(["float", "int", "array"]),
+)
+def test_predictive_uncertainty_refuses_what_is_not_softmax_samples(shape, fill, kind):
+    values = torch.full(shape, fill)
+    samples = {"float": values, "int": values.to(torch.int64) if math.isfinite(fill) else values, "array": values.numpy()}[kind]
+    result = assert_works_or_clear_error(lambda: predictive_uncertainty(samples))
+    if kind == "array":
+        assert_rejected(result, TypeError, "torch.Tensor")
+    elif len(shape) != 5 or not samples.is_floating_point():
+        assert_rejected(result, ValueError, "(T, N, C, H, W)")
+    elif shape[0] == 0:
+        assert_rejected(result, ValueError, "at least one sample")
+    elif math.prod(shape[:2]) * math.prod(shape[3:]) > 0:
+        assert_rejected(result, ValueError, "must be probabilities")  # no fill sums to 1 over C, nor do 0 classes
+    else:
+        assert_accepted(result)  # no pixel to check

@@ -1,12 +1,28 @@
-"""Confusion-matrix scores against hand-computed examples."""
+"""Confusion-matrix scores and the expected calibration error against hand-computed examples, and
+against their definitions under hostile input (hypothesis)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import segzoo
 
 from segzoo.metrics import CalibrationError, ConfusionMatrix, expected_calibration_error, scores_from_confusion
+from support.properties import (
+    CASES,
+    DEVICES,
+    assert_accepted,
+    assert_names_labels,
+    assert_rejected,
+    assert_works_or_clear_error,
+    label_maps,
+    label_problems,
+)
 
 # rows: ground truth, columns: prediction (worked by hand in the docstrings below)
 TARGET = torch.tensor([[[0, 0, 1], [1, 2, 2]]])
@@ -224,3 +240,125 @@ def test_ece_bad_inputs():
     with pytest.raises(ValueError, match="num_bins"):
         CalibrationError(0)
     assert ece.count.sum() == 0, "a rejected batch must not be half counted"
+
+
+# ---- property tests: confusion matrix, label checks, calibration ----
+
+# uint8 255 must not pass for ignore_index -1: labels are compared as integers, not wrapped to the dtype
+WRAPPING = (torch.zeros(1, 1, 2, dtype=torch.uint8), torch.tensor([[[255, 0]]], dtype=torch.uint8), 1, -1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=60, **CASES)
+@given(case=label_maps())
+@example(case=WRAPPING)
+def test_confusion_matrix_counts_every_non_ignored_pixel_and_reports_bad_labels(device, case):
+    prediction, target, num_classes, ignore = case
+    matrix = segzoo.ConfusionMatrix(num_classes, ignore, device=device)
+    result = assert_works_or_clear_error(lambda: matrix.update(prediction.to(device), target.to(device)))
+    bad_target, bad_prediction = label_problems(prediction, target, num_classes, ignore)
+    if bad_target or bad_prediction:
+        assert_names_labels(result, bad_target or bad_prediction)
+        assert matrix.matrix.sum() == 0
+        return
+    assert_accepted(result)
+    t = target.long().numpy()
+    p = prediction.numpy().argmax(1) if prediction.is_floating_point() else prediction.long().numpy()
+    counted = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    expected = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(expected, (t[counted], p[counted]), 1)
+    assert matrix.matrix.device.type == device
+    assert np.array_equal(matrix.matrix.cpu().numpy(), expected)
+    assert int(matrix.matrix.sum()) == int(counted.sum())
+
+
+PAIR_CLASSES = 3
+
+
+@st.composite
+def mismatched_pairs(draw):
+    """(prediction, target, error type) that no metric may accept."""
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    labels = torch.zeros(shape, dtype=torch.int64)
+    other = (shape[0], shape[1] + 1, shape[2])
+    cases = [
+        (labels, torch.zeros(other, dtype=torch.int64), ValueError),
+        (labels, labels.float(), TypeError),
+        (labels.float(), labels, TypeError),
+        (labels.numpy(), labels.numpy(), TypeError),
+        (torch.zeros(shape[0], PAIR_CLASSES + 1, *shape[1:]), labels, ValueError),
+    ]
+    return cases[draw(st.integers(0, len(cases) - 1))]
+
+
+@settings(max_examples=20, **CASES)
+@given(case=mismatched_pairs())
+def test_label_metrics_refuse_mismatched_shapes_float_labels_and_non_tensors(case):
+    prediction, target, error = case
+    for update in (
+        segzoo.ConfusionMatrix(PAIR_CLASSES).update,
+        segzoo.BoundaryF1(PAIR_CLASSES).update,
+        lambda p, t: segzoo.boundary_f1(p, t, PAIR_CLASSES),
+    ):
+        assert_rejected(assert_works_or_clear_error(lambda: update(prediction, target)), error)  # noqa: B023
+
+
+@st.composite
+def probability_maps(draw):
+    """(probabilities (N, C, H, W) from a softmax, target, ignore_index) with bad labels half the time."""
+    _, target, num_classes, ignore = draw(label_maps(max_side=6, scores=False))
+    temperature = draw(st.sampled_from([0.0, 0.3, 1.0, 5.0, 50.0]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    logits = torch.randn(target.shape[0], num_classes, *target.shape[1:], generator=generator, dtype=torch.float64)
+    dtype = draw(st.sampled_from([torch.float16, torch.float32, torch.float64]))
+    return (temperature * logits).softmax(1).to(dtype), target, ignore
+
+
+def independent_ece(probabilities: torch.Tensor, target: torch.Tensor, ignore, bins: int) -> float:
+    """sum over bins b = (k/B, (k+1)/B] of |correct - confidence| summed in the bin, over the pixel count."""
+    p = probabilities.double().numpy()
+    confidence, predicted = p.max(1), p.argmax(1)
+    t = target.long().numpy()
+    keep = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    confidence, correct = confidence[keep], (predicted == t)[keep]
+    if confidence.size == 0:
+        return math.nan
+    index = np.clip(np.ceil(confidence * bins) - 1, 0, bins - 1)
+    return sum(abs(correct[index == b].sum() - confidence[index == b].sum()) for b in range(bins)) / confidence.size
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=50, **CASES)
+@given(case=probability_maps(), bins=st.integers(1, 20))
+@example(case=(torch.full((1, 1, 1, 2), 1.0), WRAPPING[1], -1), bins=15)
+def test_calibration_error_is_in_0_1_matches_its_definition_and_reports_bad_labels(device, case, bins):
+    probabilities, target, ignore = case
+    calibration = segzoo.CalibrationError(bins, ignore, device=device)
+    result = assert_works_or_clear_error(lambda: calibration.update(probabilities.to(device), target.to(device)))
+    bad_target, _ = label_problems(probabilities.float(), target, probabilities.shape[1], ignore)
+    if bad_target:
+        assert_names_labels(result, bad_target)
+        return
+    assert_accepted(result)
+    ece, expected = calibration.compute(), independent_ece(probabilities, target, ignore, bins)
+    if math.isnan(expected):
+        assert math.isnan(ece)
+    else:
+        assert 0 <= ece <= 1
+        assert ece == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=20, **CASES)
+@given(
+    shape=st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(1, 3), st.integers(1, 3)),
+    fill=st.sampled_from([math.nan, -0.5, 1.5, math.inf]),
+)
+def test_calibration_error_refuses_what_is_not_probabilities(shape, fill):
+    target = torch.zeros(shape[0], *shape[2:], dtype=torch.int64)
+    result = assert_works_or_clear_error(lambda: segzoo.CalibrationError().update(torch.full(shape, fill), target))
+    if shape[1] == 0:
+        assert_rejected(result, ValueError, "C >= 1")
+    elif shape[0] > 0:
+        assert_rejected(result, ValueError, "must lie in [0, 1]")
+    else:
+        assert_accepted(result)  # no pixel to check
