@@ -98,6 +98,17 @@ def test_batches_and_merge_add_up():
         first.merge(ConfusionMatrix(4))
 
 
+def test_scores_keep_their_confusion_matrix_while_counting_goes_on():
+    """Scores are a snapshot: later updates and a reset of the accumulator leave them alone."""
+    cm = ConfusionMatrix(3)
+    cm.update(PREDICTION, TARGET)
+    scores = cm.compute()
+    cm.update(TARGET, TARGET)
+    assert scores.confusion.tolist() == MATRIX
+    cm.reset()
+    assert scores.confusion.tolist() == MATRIX and scores.mean_iou == pytest.approx(1 / 2)
+
+
 def test_bad_inputs():
     cm = ConfusionMatrix(3, ignore_index=255)
     with pytest.raises(ValueError, match=r"labels \[3, 7\] outside \[0, 3\) or ignore_index=255"):
