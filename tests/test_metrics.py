@@ -2,6 +2,7 @@
 against their definitions under hostile input (hypothesis)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 
 import segzoo
 
-from segzoo.metrics import CalibrationError, ConfusionMatrix, expected_calibration_error, scores_from_confusion
+from segzoo.metrics import (
+    BoundaryF1,
+    CalibrationError,
+    ConfusionMatrix,
+    SegmentationMetrics,
+    SegmentationScores,
+    expected_calibration_error,
+    scores_from_confusion,
+)
 from support.properties import (
     CASES,
     DEVICES,
@@ -144,6 +153,70 @@ def test_all_reduce_sums_over_processes(tmp_path):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), single.matrix)
 
 
+def test_table_hand_worked_in_percent_with_na_for_undefined():
+    """MATRIX plus a class 3 that never occurs (IoU and accuracy 0/0): G 4/6, C 2/3, mIoU 1/2,
+    fwIoU (1/3 + 2/3 + 1/2) / 3 = 1/2; per class IoU 1/3, 2/3, 1/2 and recall 1/2, 1, 1/2."""
+    cm = ConfusionMatrix(4)
+    cm.update(PREDICTION, TARGET)
+    assert cm.compute().table(["sky", "road", "car", "void"]) == "\n".join(
+        [
+            "| global acc | class avg acc | mIoU | fwIoU |",
+            "|---:|---:|---:|---:|",
+            "| 66.7 | 66.7 | 50.0 | 50.0 |",
+            "",
+            "| class | IoU | accuracy |",
+            "|---|---:|---:|",
+            "| sky | 33.3 | 50.0 |",
+            "| road | 66.7 | 100.0 |",
+            "| car | 50.0 | 50.0 |",
+            "| void | n/a | n/a |",
+        ]
+    )
+
+
+def test_table_adds_bf_and_ece_in_the_papers_order_and_names_classes_by_index():
+    cm = ConfusionMatrix(4)
+    cm.update(PREDICTION, TARGET)
+    scores = replace(cm.compute(), bf_score=0.4, per_class_bf=torch.tensor([0.25, 0.5, math.nan, math.nan], dtype=torch.float64), ece=0.05)
+    lines = scores.table().split("\n")
+    assert lines[:3] == [
+        "| global acc | class avg acc | mIoU | BF | fwIoU | ECE |",
+        "|---:|---:|---:|---:|---:|---:|",
+        "| 66.7 | 66.7 | 50.0 | 40.0 | 50.0 | 5.0 |",
+    ]
+    assert lines[4:] == [
+        "| class | IoU | accuracy | BF |",
+        "|---|---:|---:|---:|",
+        "| 0 | 33.3 | 50.0 | 25.0 |",
+        "| 1 | 66.7 | 100.0 | 50.0 |",
+        "| 2 | 50.0 | 50.0 | n/a |",
+        "| 3 | n/a | n/a | n/a |",
+    ]
+
+
+def test_table_refuses_a_wrong_number_of_class_names():
+    scores = scores_from_confusion(torch.tensor(MATRIX))
+    with pytest.raises(ValueError, match="class_names has 2 entries for 3 classes"):
+        scores.table(["sky", "road"])
+    with pytest.raises(ValueError, match="class_names has 4 entries for 3 classes"):
+        scores.table(["sky", "road", "car", "void"])
+
+
+def test_merge_refuses_another_accumulator_type_even_with_equal_settings():
+    class Relabelled(ConfusionMatrix):
+        """A confusion matrix with the same settings, but another type."""
+
+    matrix, other = ConfusionMatrix(3), Relabelled(3)
+    other.update(PREDICTION, TARGET)
+    with pytest.raises(ValueError, match=r"cannot merge a Relabelled\(num_classes=3\) into a ConfusionMatrix\(num_classes=3\)"):
+        matrix.merge(other)
+    with pytest.raises(ValueError, match="cannot merge a ConfusionMatrix"):
+        other.merge(matrix)
+    with pytest.raises(ValueError, match="cannot merge a CalibrationError"):
+        matrix.merge(CalibrationError())
+    assert matrix.matrix.sum() == 0 and other.matrix.tolist() == MATRIX
+
+
 # ---- expected calibration error ----
 
 # Five pixels, three classes, 2 bins: (0, 1/2] and (1/2, 1]. Rows are class probabilities.
@@ -251,6 +324,129 @@ def test_ece_bad_inputs():
     with pytest.raises(ValueError, match="num_bins"):
         CalibrationError(0)
     assert ece.count.sum() == 0, "a rejected batch must not be half counted"
+
+
+# ---- SegmentationMetrics: every score from logits in one update ----
+
+
+def _logit_batches(seed: int = 0, batches: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits (2, 4, 24, 32), masks (2, 24, 32)) pairs of 4x4 blobs, the logits noisy, with a void
+    (255) patch in every mask: boundaries, errors and confidences of every kind."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(batches):
+        logits = torch.randn(2, 4, 6, 8, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+        logits += 0.5 * torch.randn(logits.shape, generator=g)
+        masks = torch.randint(0, 4, (2, 6, 8), generator=g).repeat_interleave(4, 1).repeat_interleave(4, 2)
+        masks[:, :3, :5] = 255
+        pairs.append((logits, masks))
+    return pairs
+
+
+def _assert_same_scores(actual: SegmentationScores, expected: SegmentationScores, tolerance: float = 0.0) -> None:
+    """Equal confusion matrices, and every score equal up to ``tolerance`` (NaN where NaN)."""
+    assert torch.equal(actual.confusion, expected.confusion)
+    assert actual.summary() == pytest.approx(expected.summary(), rel=0, abs=tolerance, nan_ok=True)
+    for name in ("per_class_iou", "per_class_accuracy", "per_class_bf"):
+        torch.testing.assert_close(getattr(actual, name), getattr(expected, name), rtol=0, atol=tolerance, equal_nan=True)
+
+
+def test_segmentation_metrics_equal_the_three_accumulators_run_separately():
+    metrics = SegmentationMetrics(4, 255, boundary=True, calibration=True)
+    confusion, boundary, calibration = ConfusionMatrix(4, 255), BoundaryF1(4, 255), CalibrationError(ignore_index=255)
+    for logits, masks in _logit_batches():
+        metrics.update(logits, masks)
+        confusion.update(logits, masks)
+        boundary.update(logits, masks)
+        calibration.update(logits.softmax(1), masks)
+    scores, expected, boundaries = metrics.compute(), confusion.compute(), boundary.compute()
+    _assert_same_scores(scores, replace(expected, bf_score=boundaries.bf_score, per_class_bf=boundaries.per_class, ece=calibration.compute()))
+    assert 0 < scores.bf_score < 1 and 0 < scores.ece < 1 and 0 < scores.mean_iou < 1  # a case that tells them apart
+    assert list(scores.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "bf_score", "fw_iou", "ece"]
+
+
+def test_segmentation_metrics_default_is_the_confusion_scores_alone():
+    """From one-hot logits of PREDICTION the hand-worked MATRIX: mIoU 1/2, and no BF or ECE."""
+    metrics = SegmentationMetrics(3)
+    metrics.update(torch.nn.functional.one_hot(PREDICTION, 3).permute(0, 3, 1, 2).float(), TARGET)
+    scores = metrics.compute()
+    assert scores.confusion.tolist() == MATRIX and scores.mean_iou == pytest.approx(1 / 2)
+    assert scores.bf_score is None and scores.per_class_bf is None and scores.ece is None
+    assert list(scores.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "fw_iou"]
+    assert (metrics.boundary, metrics.calibration, metrics.num_classes, metrics.ignore_index) == (None, None, 3, None)
+
+
+def test_segmentation_metrics_merged_halves_equal_the_whole():
+    whole, first, second = (SegmentationMetrics(4, 255, boundary=True, calibration=True) for _ in range(3))
+    for i, (logits, masks) in enumerate(_logit_batches(seed=1, batches=4)):
+        whole.update(logits, masks)
+        (first if i < 2 else second).update(logits, masks)
+    first.merge(second)
+    _assert_same_scores(first.compute(), whole.compute(), tolerance=1e-12)  # the same sums, added in another order
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"num_classes": 3, "boundary": True, "calibration": True},
+        {"num_classes": 4, "calibration": True},
+        {"num_classes": 4, "boundary": True},
+        {"num_classes": 4},
+    ],
+    ids=["classes", "no boundary", "no calibration", "neither"],
+)
+def test_segmentation_metrics_merge_refuses_other_settings(settings):
+    metrics, other = SegmentationMetrics(4, 255, boundary=True, calibration=True), SegmentationMetrics(ignore_index=255, **settings)
+    logits, masks = _logit_batches(batches=1)[0]
+    metrics.update(logits, masks)
+    other.update(logits[:, : settings["num_classes"]], masks.clamp(max=settings["num_classes"] - 1))
+    before = metrics.compute()
+    with pytest.raises(ValueError, match="cannot merge"):
+        metrics.merge(other)
+    with pytest.raises(ValueError, match="cannot merge a ConfusionMatrix"):
+        metrics.merge(ConfusionMatrix(4, 255))
+    _assert_same_scores(metrics.compute(), before)
+
+
+def test_segmentation_metrics_reset_starts_over():
+    (first, first_masks), (second, second_masks) = _logit_batches(seed=2, batches=2)
+    metrics, fresh = (SegmentationMetrics(4, 255, boundary=True, calibration=True) for _ in range(2))
+    metrics.update(first, first_masks)
+    metrics.reset()
+    empty = metrics.compute()
+    assert empty.confusion.sum() == 0 and all(math.isnan(value) for value in empty.summary().values())
+    metrics.update(second, second_masks)
+    fresh.update(second, second_masks)
+    _assert_same_scores(metrics.compute(), fresh.compute())
+
+
+def test_segmentation_metrics_all_reduce_is_a_no_op_without_a_process_group():
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+    metrics = SegmentationMetrics(4, 255, boundary=True, calibration=True)
+    for logits, masks in _logit_batches(seed=3, batches=2):
+        metrics.update(logits, masks)
+    before = metrics.compute()
+    metrics.all_reduce()
+    _assert_same_scores(metrics.compute(), before)
+
+
+def test_segmentation_metrics_all_reduce_sums_every_part(monkeypatch):
+    """Stand in for a second rank with the same pixels: the counts double, the scores stay."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op, group=None: tensor.mul_(2))
+    metrics = SegmentationMetrics(4, 255, boundary=True, calibration=True)
+    logits, masks = _logit_batches(seed=4, batches=1)[0]
+    metrics.update(logits, masks)
+    before = metrics.compute()
+    metrics.all_reduce()
+    after = metrics.compute()
+    assert torch.equal(after.confusion, 2 * before.confusion)
+    assert metrics.boundary.images == 2 * len(masks) and metrics.calibration.count.sum() == 2 * (masks != 255).sum()
+    _assert_same_scores(replace(after, confusion=before.confusion), before, tolerance=1e-12)
 
 
 # ---- property tests: confusion matrix, label checks, calibration ----
