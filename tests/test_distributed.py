@@ -22,7 +22,7 @@ import segzoo
 import segzoo.cli
 from segzoo.training import distributed
 from segzoo.data import SegmentationFolder, eval_transforms
-from segzoo.training.distributed import ShardSampler
+from segzoo.training.distributed import ShardSampler, process_group
 from segzoo.training import TrainConfig, Trainer, evaluate, make_loader
 
 IGNORE = 255
@@ -78,6 +78,48 @@ def test_sync_batchnorm_on_cpu_is_refused_early(one_process_group):
     data = TensorDataset(torch.randn(4, 3, 16, 16), torch.randint(0, 2, (4, 16, 16)))
     with pytest.raises(ValueError, match="sync_batchnorm needs CUDA"):
         Trainer(segzoo.SegNetBasic(2), make_loader(data, 2, shuffle=True, distributed=True), config=TrainConfig(sync_batchnorm=True), device="cpu")
+
+
+# ---- process_group: joining torchrun's group for a block, and leaving it ----
+
+
+@pytest.fixture
+def torchrun_environment(monkeypatch) -> None:
+    """The variables ``torchrun --nproc_per_node 1`` sets, with a free port for the rendezvous."""
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_process_group_without_torchrun_only_resolves_the_device(monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with process_group("cpu") as device:
+        assert device == torch.device("cpu")
+        assert not dist.is_initialized()
+    assert not dist.is_initialized()
+
+
+def test_process_group_under_torchrun_joins_a_gloo_group_and_destroys_it(torchrun_environment):
+    with process_group("cpu") as device:
+        assert device == torch.device("cpu")
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+        assert (distributed.rank(), distributed.world_size()) == (0, 1)
+    assert not dist.is_initialized()
+
+
+def test_process_group_destroys_its_group_on_an_exception(torchrun_environment):
+    with pytest.raises(KeyError, match="stop"):
+        with process_group("cpu"):
+            assert dist.is_initialized()
+            raise KeyError("stop")
+    assert not dist.is_initialized()
+
+
+def test_process_group_leaves_an_active_group_alone(one_process_group, torchrun_environment):
+    group = dist.group.WORLD
+    with process_group("cpu") as device:
+        assert device == torch.device("cpu") and dist.group.WORLD is group
+    assert dist.is_initialized() and dist.group.WORLD is group, "a group the block did not create outlives it"
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:

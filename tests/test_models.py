@@ -15,7 +15,9 @@ from PIL import Image
 from torch import nn
 
 import segzoo
+from segzoo.models import registry
 from segzoo.models._inputs import check_images
+from segzoo.models.registry import get_model, list_models, register_model
 from support.models import NUM_CLASSES
 from support.properties import CASES, DEVICES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 
@@ -36,6 +38,20 @@ def test_registry_lists_every_model():
 def test_unknown_model_lists_the_names():
     with pytest.raises(ValueError, match="segnet_basic"):
         segzoo.get_model("segnet2", num_classes=3)
+
+
+def test_register_model_refuses_a_taken_name_and_changes_nothing(monkeypatch):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # whatever happens, the real registry stays
+
+    class Impostor(segzoo.SegNetBasic):
+        """A model that would shadow SegNet-Basic."""
+
+    with pytest.raises(ValueError, match="a model named 'segnet_basic' is already registered \\(SegNetBasic\\)"):
+        register_model("segnet_basic")(Impostor)
+    assert list_models() == MODELS
+    assert type(get_model("segnet_basic", num_classes=2)) is segzoo.SegNetBasic
+    assert register_model("impostor")(Impostor) is Impostor  # the same class under a free name is fine
+    assert type(get_model("impostor", num_classes=2)) is Impostor and list_models() == sorted([*MODELS, "impostor"])
 
 
 @pytest.mark.parametrize(("name", "kwargs"), VARIANTS, ids=IDS)
