@@ -203,7 +203,7 @@ def _worker(out: Path, dumps: Path, train_args: list[str]) -> None:
     models = []
     build = segzoo.cli.get_model
     segzoo.cli.get_model = lambda *a, **k: models.append(build(*a, **k)) or models[-1]
-    shutdown, distributed.shutdown = distributed.shutdown, lambda: None  # keep the group for the checks
+    distributed.setup()  # join torchrun's group first: `segzoo train` then leaves it up for the checks below
     sys.addaudithook(audit)
     if segzoo.cli.main(train_args) != 0:
         sys.exit(1)
@@ -212,7 +212,7 @@ def _worker(out: Path, dumps: Path, train_args: list[str]) -> None:
     loss, scores = evaluate(model, make_loader(_val_set(data, model), 2, shuffle=False, distributed=True), IGNORE)
     torch.save({"state_dict": model.state_dict(), "confusion": scores.confusion, "loss": loss}, dumps / f"rank{rank}.pt")
     (dumps / f"rank{rank}_writes.json").write_text(json.dumps(sorted(set(writes))))
-    shutdown()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

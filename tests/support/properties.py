@@ -46,12 +46,14 @@ def assert_works_or_clear_error(fn):
 
 
 def assert_rejected(result, error: type[Exception], *mentions: object) -> None:
+    """``result`` is an ``error`` whose message holds every one of ``mentions``."""
     assert isinstance(result, error), f"expected a {error.__name__}, got {result!r}"
     for mention in mentions:
         assert str(mention) in str(result), f"{mention!r} not in {result}"
 
 
 def assert_accepted(result) -> None:
+    """``result`` is a return value, not a rejection."""
     assert not isinstance(result, Exception), f"valid input rejected: {result}"
 
 
