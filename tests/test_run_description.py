@@ -16,6 +16,7 @@ from segzoo.data import CAMVID_PALETTE, CamVid, DataConfig, SegmentationFolder, 
 
 # the first PASCAL VOC colours (black, maroon, green, olive), as the devkit's colour map gives them
 VOC_COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
+CAMVID_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
 
 RUN = RunDescription(
     class_names=("sky", "road", "car"),
@@ -41,7 +42,13 @@ def _png(path: Path, pixels: np.ndarray) -> None:
 def test_to_dict_is_plain_values_and_from_dict_rebuilds_it():
     values = RUN.to_dict()
     assert values["class_names"] == ("sky", "road", "car") and values["ignore_index"] == 255
-    assert values["data"] == {"batch_size": 4, "crop_size": (32, 48), "train_scale": (0.5, 2.0), "eval_size": (64, 80), "class_weights": "median"}
+    assert values["data"] == {
+        "batch_size": 4,
+        "crop_size": (32, 48),
+        "train_scale": (0.5, 2.0),
+        "eval_size": (64, 80),
+        "class_weights": "median",
+    }
     assert RunDescription.from_dict(values) == RUN
     assert RUN.num_classes == 3
     assert RUN.palette.dtype == torch.uint8 and RUN.palette.tolist() == [[128, 128, 128], [128, 64, 128], [64, 0, 128]]
@@ -114,7 +121,7 @@ def test_for_model_reads_a_camvid_datasets_names_colours_ignore_label_and_layout
     dataset = CamVid(tmp_path)
     model = segzoo.SegNetBasic(11)
     run = RunDescription.for_model(model, dataset, DataConfig(eval_size=(360, 480)))
-    assert run.class_names == ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
+    assert run.class_names == CAMVID_NAMES
     assert [list(colour) for colour in run.colours] == CAMVID_PALETTE[:11].tolist()
     assert (run.ignore_index, run.layout, run.data.eval_size) == (11, "camvid", (360, 480))
     assert (run.mean, run.std) == (tuple(model.mean), tuple(model.std))
@@ -152,10 +159,16 @@ def test_for_model_reads_synthetic_shapes_and_falls_back_to_indices_and_voc_colo
 
 def test_from_metadata_converts_a_segzoo_0_1_checkpoint():
     """segzoo 0.1.0 saved ``metadata={"palette": "camvid", ...}``: the palette was a name."""
-    names = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist"]
-    metadata = {"class_names": names, "ignore_index": 11, "palette": "camvid", "eval_size": [360, 480], "mean": [0.4, 0.4, 0.4], "std": [0.3, 0.3, 0.3]}
+    metadata = {
+        "class_names": list(CAMVID_NAMES),
+        "ignore_index": 11,
+        "palette": "camvid",
+        "eval_size": [360, 480],
+        "mean": [0.4, 0.4, 0.4],
+        "std": [0.3, 0.3, 0.3],
+    }
     run = RunDescription.from_metadata(metadata, segzoo.SegNetBasic(11))
-    assert run.class_names == tuple(names) and run.ignore_index == 11
+    assert run.class_names == CAMVID_NAMES and run.ignore_index == 11
     assert run.colours[0] == (128, 128, 128) and run.colours[3] == (128, 64, 128)  # sky grey, road purple
     assert [list(colour) for colour in run.colours] == CAMVID_PALETTE[:11].tolist()
     assert (run.mean, run.std, run.layout) == ((0.4, 0.4, 0.4), (0.3, 0.3, 0.3), None)
