@@ -1,4 +1,5 @@
-"""Boundary F1 against hand-counted boundaries and a brute-force pairwise-distance reference."""
+"""Boundary F1 against hand-counted boundaries and a brute-force pairwise-distance reference, also
+under hostile input (hypothesis)."""
 
 import math
 
@@ -6,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import segzoo
 from segzoo.metrics.boundary import BoundaryF1, boundary_f1
+from support.properties import CASES, assert_accepted, assert_names_labels, assert_works_or_clear_error, label_maps, label_problems
+from support.reference_boundary import reference_bf
 
 NAN = float("nan")
 
@@ -122,46 +128,6 @@ def test_image_mean_over_scored_classes_and_dataset_mean_over_images():
     assert scores.images == 2
     assert scores.bf_score == pytest.approx(15 / 32, abs=1e-15)
     assert_scores(scores.per_class, [11 / 16, 1 / 2, 0.0])
-
-
-# ---- brute-force reference: binary masks, numpy edge padding, pairwise distances ----
-
-
-def reference_boundary(mask: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask; edge padding copies a pixel to its outside
-    neighbour, so the image border never counts."""
-    padded = np.pad(mask, 1, mode="edge")
-    neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
-    return mask & np.logical_or.reduce([n != mask for n in neighbours])
-
-
-def reference_matched(points: np.ndarray, others: np.ndarray, theta: float) -> int:
-    if len(points) == 0 or len(others) == 0:
-        return 0
-    distance = np.sqrt(((points[:, None, :] - others[None, :, :]) ** 2).sum(-1))
-    return int((distance.min(1) <= theta).sum())
-
-
-def reference_bf(prediction, target, num_classes, ignore_index, tolerance):
-    prediction, target = prediction.numpy(), target.numpy()
-    n, h, w = target.shape
-    theta = tolerance * math.sqrt(h * h + w * w)
-    image_bf, class_f1 = np.full(n, np.nan), np.full((n, num_classes), np.nan)
-    for i in range(n):
-        p = np.where(target[i] == ignore_index, ignore_index, prediction[i])
-        for c in range(num_classes):
-            if c == ignore_index or not (target[i] == c).any():
-                continue
-            bp, bt = np.argwhere(reference_boundary(p == c)), np.argwhere(reference_boundary(target[i] == c))
-            if len(bp) == 0 or len(bt) == 0:
-                class_f1[i, c] = float(len(bp) == len(bt))
-                continue
-            precision = reference_matched(bp, bt, theta) / len(bp)
-            recall = reference_matched(bt, bp, theta) / len(bt)
-            class_f1[i, c] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        if not np.isnan(class_f1[i]).all():
-            image_bf[i] = np.nanmean(class_f1[i])
-    return image_bf, class_f1
 
 
 def random_blocky(seed: int, n: int, num_classes: int, h: int = 37, w: int = 53, ignore_index: int = 255):
@@ -286,3 +252,31 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="outside"):
         acc.update(labels + 3, labels)
     assert acc.images == 0 and acc.class_count.sum() == 0, "a rejected batch must not be half counted"
+
+
+# ---- property test ----
+
+@settings(max_examples=60, **CASES)
+@given(case=label_maps(), tolerance=st.sampled_from([0.0, 0.0075, 0.1, 0.5]))
+def test_boundary_f1_matches_the_brute_force_reference_and_reports_bad_labels(case, tolerance):
+    prediction, target, num_classes, ignore = case
+    result = assert_works_or_clear_error(lambda: segzoo.boundary_f1(prediction, target, num_classes, ignore, tolerance))
+    bad_target, bad_prediction = label_problems(prediction, target, num_classes, ignore)
+    if bad_target or bad_prediction:
+        assert_names_labels(result, bad_target or bad_prediction)
+        return
+    assert_accepted(result)
+    image_bf, class_f1 = result
+    labels = prediction.argmax(1) if prediction.is_floating_point() else prediction
+    expected_image, expected_class = reference_bf(labels.long(), target.long(), num_classes, ignore, tolerance)
+    assert np.allclose(class_f1.numpy(), expected_class, rtol=0, atol=1e-12, equal_nan=True)
+    assert np.allclose(image_bf.numpy(), expected_image, rtol=0, atol=1e-12, equal_nan=True)
+    assert ((image_bf >= 0) & (image_bf <= 1) | image_bf.isnan()).all()
+    # a perfect prediction scores 1 on every image that has a labelled pixel
+    perfect, _ = segzoo.boundary_f1(target, target, num_classes, ignore, tolerance)
+    assert torch.equal(perfect.isnan(), image_bf.isnan()) and (perfect[~perfect.isnan()] == 1).all()
+    accumulator = segzoo.BoundaryF1(num_classes, ignore, tolerance)
+    accumulator.update(prediction, target)
+    scores = accumulator.compute()
+    assert scores.images == int((~image_bf.isnan()).sum())
+    assert scores.bf_score == pytest.approx(float(image_bf.nanmean()), nan_ok=True, abs=1e-12)

@@ -1,4 +1,5 @@
-"""Training checkpoints: atomic writes, safe reads, rebuilding a model from a file alone."""
+"""Training checkpoints: atomic writes, safe reads, rebuilding a model from a file alone, and the run
+description read with it (``load_run``)."""
 
 import logging
 import os
@@ -9,7 +10,10 @@ import pytest
 import torch
 
 import segzoo
+from segzoo import RunDescription
+from segzoo.data import DataConfig, SegmentationFolder
 from segzoo.io.checkpoint import FORMAT, head_keys, load_checkpoint, load_weights, save_atomic, save_checkpoint
+from segzoo.training import TrainConfig, train
 
 
 @pytest.mark.parametrize("name", segzoo.list_models())
@@ -230,3 +234,55 @@ _HEADS = {
 @pytest.mark.parametrize("name", segzoo.list_models())
 def test_head_keys(name):
     assert set(head_keys(name, {"num_classes": 4})) == _HEADS[name]
+
+
+# ---- load_run: the model and its run description, read once ----
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny images: threads only spin
+def test_load_run_of_a_trained_checkpoint_carries_its_run_description(folder_dataset, tmp_path):
+    """``training.train`` on the tiny folder dataset, named and coloured by the dataset, resized for evaluation."""
+    colours = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+
+    def split(name: str) -> SegmentationFolder:
+        folder = folder_dataset / name
+        return SegmentationFolder(folder / "images", folder / "masks", 3, 255, class_names=["sky", "road", "car"], palette=colours)
+
+    torch.manual_seed(0)
+    data = DataConfig(batch_size=3, eval_size=(24, 32))
+    result = train(segzoo.SegNetBasic(3), split("train"), split("val"), tmp_path, TrainConfig(epochs=1, lr=0.01), data, progress=False)
+    model, run = segzoo.load_run(tmp_path / "last.pt")
+    assert run.class_names == ("sky", "road", "car") and run.colours == tuple(colours)
+    assert (run.ignore_index, run.layout, run.data) == (255, "folder", data)
+    assert (run.mean, run.std) == (tuple(model.mean), tuple(model.std))
+    assert run == result.run
+    saved = load_checkpoint(tmp_path / "last.pt")["state_dict"]
+    assert type(model) is segzoo.SegNetBasic and all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
+
+
+def test_load_run_without_a_saved_description_gives_the_models_defaults(tmp_path):
+    """Class indices as names and the PASCAL VOC colour map (black, maroon, green)."""
+    model = segzoo.SegNetBasic(3)
+    loaded, run = segzoo.load_run(save_checkpoint(tmp_path / "bare.pt", model))
+    assert run.class_names == ("0", "1", "2") and run.colours == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+    assert (run.ignore_index, run.layout, run.data) == (None, None, DataConfig())
+    assert (run.mean, run.std) == (tuple(model.mean), tuple(model.std))
+    assert type(loaded) is segzoo.SegNetBasic and loaded.config == model.config
+
+
+def test_load_run_converts_a_segzoo_0_1_metadata_checkpoint(tmp_path):
+    metadata = {"class_names": ["sky", "building", "pole"], "ignore_index": 11, "palette": "camvid", "eval_size": [24, 32]}
+    _, run = segzoo.load_run(save_checkpoint(tmp_path / "old.pt", segzoo.SegNetBasic(3), metadata=metadata))
+    assert run.class_names == ("sky", "building", "pole") and run.ignore_index == 11
+    assert run.colours == ((128, 128, 128), (128, 0, 0), (192, 192, 128))  # CamVid's sky, building, pole
+    assert run.data == DataConfig(eval_size=(24, 32))
+
+
+def test_load_run_refuses_a_description_that_does_not_fit_the_model(tmp_path):
+    two = RunDescription(class_names=("a", "b"), colours=((0, 0, 0), (1, 1, 1)), mean=(0.5,) * 3, std=(0.5,) * 3)
+    path = save_checkpoint(tmp_path / "model.pt", segzoo.SegNetBasic(3), run=two.to_dict())
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))} describes 2 classes, its model has 3$"):
+        segzoo.load_run(path)
+    path = save_checkpoint(tmp_path / "model.pt", segzoo.SegNetBasic(2), run={**two.to_dict(), "palette": "voc"})
+    with pytest.raises(ValueError, match=r"run description has unknown fields \['palette'\]"):
+        segzoo.load_run(path)

@@ -13,23 +13,6 @@ from segzoo.cli import main
 
 
 @pytest.fixture(scope="module")
-def folder_dataset(tmp_path_factory):
-    """DATA/{train,val}/{images,masks}: stripes whose class is the row band (learnable, 3 classes)."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("val", 3)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(count):
-            mask = np.repeat(np.arange(40) // 14, 48).reshape(40, 48).astype(np.uint8)
-            mask[0, :4] = 255  # ignored pixels
-            image = rng.integers(0, 50, (40, 48, 3), dtype=np.uint8) + (np.minimum(mask, 2)[..., None] * 80).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
-            Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
 def trained(folder_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     status = main([

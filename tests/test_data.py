@@ -1,4 +1,5 @@
-"""segzoo.data: folder datasets and their build-time checks, CamVid, VOC, synthetic shapes, transforms."""
+"""segzoo.data: folder datasets and their build-time checks, CamVid, VOC, synthetic shapes, transforms
+(also under hostile input, with hypothesis)."""
 
 import importlib.util
 import pickle
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from segzoo.data import (
@@ -21,6 +24,7 @@ from segzoo.data import (
     eval_transforms,
     train_transforms,
 )
+from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -44,6 +48,15 @@ def _palette_mask(labels: np.ndarray) -> Image.Image:
     # a palette that maps indices to unrelated colours, so reading colours instead of indices would show
     mask.putpalette([(7 * i) % 256 for i in range(768)])
     return mask
+
+
+def _files(root: Path, images: list[str], masks: list[str], seed: int) -> None:
+    """Random 4x4 RGB images and all-zero masks under ROOT/images and ROOT/masks, by file name."""
+    rng = np.random.default_rng(seed)
+    for name in images:
+        _save(root / "images" / name, _rgb(rng, 4, 4))
+    for name in masks:
+        _save(root / "masks" / name, np.zeros((4, 4), np.uint8))
 
 
 def _folder(tmp_path, pairs, num_classes=4, **kwargs):
@@ -145,10 +158,7 @@ def test_folder_no_images(tmp_path):
 
 
 def test_folder_image_without_mask_and_mask_without_image(tmp_path):
-    rng = np.random.default_rng(4)
-    _save(tmp_path / "images" / "both.png", _rgb(rng, 4, 4))
-    _save(tmp_path / "images" / "lonely.jpg", _rgb(rng, 4, 4))
-    _save(tmp_path / "masks" / "both.png", np.zeros((4, 4), np.uint8))
+    _files(tmp_path, images=["both.png", "lonely.jpg"], masks=["both.png"], seed=4)
     with pytest.raises(ValueError, match=r"1 image\(s\) in .* have no mask .*lonely\.jpg"):
         SegmentationFolder(tmp_path / "images", tmp_path / "masks", num_classes=2)
     (tmp_path / "images" / "lonely.jpg").unlink()
@@ -168,10 +178,7 @@ def test_folder_lists_only_a_few_unmatched_files(tmp_path):
 
 
 def test_folder_duplicate_stems_are_ambiguous(tmp_path):
-    rng = np.random.default_rng(6)
-    _save(tmp_path / "images" / "a.png", _rgb(rng, 4, 4))
-    _save(tmp_path / "images" / "a.jpg", _rgb(rng, 4, 4))
-    _save(tmp_path / "masks" / "a.png", np.zeros((4, 4), np.uint8))
+    _files(tmp_path, images=["a.png", "a.jpg"], masks=["a.png"], seed=6)
     with pytest.raises(ValueError, match=r"a\.jpg and .*a\.png share the stem 'a'"):
         SegmentationFolder(tmp_path / "images", tmp_path / "masks", num_classes=2)
 
@@ -569,3 +576,60 @@ def test_synthetic_class_textures_mark_only_the_shapes_with_their_class_pattern(
             moved = difference.mean(0)[inside]
             agrees = (moved.sign() == pattern[inside]).float()[moved != 0]  # clamped pixels do not move
             assert agrees.mean() > 0.95, (i, label)
+
+
+# ---- property tests: transforms ----
+
+@one_thread
+@settings(max_examples=15, **CASES)
+@given(
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    crop=st.tuples(st.integers(1, 14), st.integers(1, 14)),
+    ignore=st.sampled_from([None, 255]),
+    seed=st.integers(0, 2**31),
+)
+def test_train_transforms_move_image_and_mask_together_and_invent_nothing(h, w, crop, ignore, seed):
+    """Without rescaling, every output (pixel, label) pair is an input pair or padding: the crop and
+    flip move both alike, no label is invented, and denormalize undoes the normalisation exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
+    mask = torch.randint(0, 4, (h, w), generator=generator)
+    torch.manual_seed(seed)  # the transforms draw from the global generator
+    out_image, out_mask = train_transforms(crop, tuple(MEAN), tuple(STD), ignore_index=ignore, scale=(1.0, 1.0))(image, mask)
+    assert out_image.shape == (3, *crop) and out_mask.shape == crop
+    assert (out_image.dtype, out_mask.dtype) == (torch.float32, torch.int64)
+    pixels = denormalize(out_image, MEAN, STD)
+    pairs = lambda img, labels: set(zip(map(tuple, img.flatten(1).T.tolist()), labels.flatten().tolist()))  # noqa: E731
+    padding = {((0, 0, 0), 0 if ignore is None else ignore)}
+    assert pairs(pixels, out_mask) <= pairs(image, mask) | padding
+
+
+@one_thread
+@settings(max_examples=15, **CASES)
+@given(
+    image=st.sampled_from(["float", "5-channel", "grey", "array"]),
+    mask=st.sampled_from(["ok", "float", "wrong size"]),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+)
+def test_transforms_refuse_what_is_not_a_uint8_image_and_integer_mask(image, mask, h, w):
+    images = {
+        "float": torch.zeros(3, h, w),
+        "5-channel": torch.zeros(5, h, w, dtype=torch.uint8),
+        "grey": torch.zeros(h, w, dtype=torch.uint8),
+        "array": np.zeros((3, h, w), np.uint8),
+    }
+    masks = {
+        "ok": torch.zeros(h, w, dtype=torch.int64),
+        "float": torch.zeros(h, w),
+        "wrong size": torch.zeros(h + 1, w, dtype=torch.int64),
+    }
+    transform = train_transforms((2, 2), tuple(MEAN), tuple(STD))
+    result = assert_works_or_clear_error(lambda: transform(images[image], masks[mask]))
+    assert isinstance(result, (TypeError, ValueError)), "no hostile pair may pass"
+    denormalized = assert_works_or_clear_error(lambda: denormalize(torch.as_tensor(images[image]), MEAN, STD))
+    if image == "float":
+        assert_accepted(denormalized)
+    else:
+        assert_rejected(denormalized, TypeError, "float")

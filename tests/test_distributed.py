@@ -12,11 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -24,7 +22,7 @@ import segzoo
 import segzoo.cli
 from segzoo.training import distributed
 from segzoo.data import SegmentationFolder, eval_transforms
-from segzoo.training.distributed import ShardSampler
+from segzoo.training.distributed import ShardSampler, process_group
 from segzoo.training import TrainConfig, Trainer, evaluate, make_loader
 
 IGNORE = 255
@@ -42,13 +40,6 @@ def test_shards_cover_every_item_exactly_once(length, replicas):
 def test_shard_sampler_rejects_a_rank_outside_the_group():
     with pytest.raises(ValueError, match="0 <= rank < num_replicas"):
         ShardSampler(range(4), num_replicas=2, rank=2)
-
-
-def test_evaluation_refuses_distributed_sampler_which_pads():
-    data = TensorDataset(torch.zeros(5, 3, 8, 8), torch.zeros(5, 8, 8, dtype=torch.long))
-    loader = DataLoader(data, sampler=DistributedSampler(data, num_replicas=2, rank=0))
-    with pytest.raises(ValueError, match="ShardSampler"):
-        evaluate(segzoo.SegNetBasic(2), loader)
 
 
 def test_without_a_process_group_everything_is_one_process():
@@ -89,20 +80,46 @@ def test_sync_batchnorm_on_cpu_is_refused_early(one_process_group):
         Trainer(segzoo.SegNetBasic(2), make_loader(data, 2, shuffle=True, distributed=True), config=TrainConfig(sync_batchnorm=True), device="cpu")
 
 
-def _write_folder(root: Path) -> Path:
-    """DATA/{train,val}/{images,masks}: row bands of 3 classes with a few ignored pixels. 8 training
-    images (2 steps of 2 per process and epoch with 2 processes), 5 validation images (uneven shards)."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 5)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(count):
-            mask = np.repeat(np.arange(16) // 6, 24).reshape(16, 24).astype(np.uint8)
-            mask[0, : 2 + i] = IGNORE
-            image = rng.integers(0, 60, (16, 24, 3), dtype=np.uint8) + (mask.clip(0, 2)[..., None] * 80).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
-            Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i}.png")
-    return root
+# ---- process_group: joining torchrun's group for a block, and leaving it ----
+
+
+@pytest.fixture
+def torchrun_environment(monkeypatch) -> None:
+    """The variables ``torchrun --nproc_per_node 1`` sets, with a free port for the rendezvous."""
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_process_group_without_torchrun_only_resolves_the_device(monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with process_group("cpu") as device:
+        assert device == torch.device("cpu")
+        assert not dist.is_initialized()
+    assert not dist.is_initialized()
+
+
+def test_process_group_under_torchrun_joins_a_gloo_group_and_destroys_it(torchrun_environment):
+    with process_group("cpu") as device:
+        assert device == torch.device("cpu")
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+        assert (distributed.rank(), distributed.world_size()) == (0, 1)
+    assert not dist.is_initialized()
+
+
+def test_process_group_destroys_its_group_on_an_exception(torchrun_environment):
+    with pytest.raises(KeyError, match="stop"):
+        with process_group("cpu"):
+            assert dist.is_initialized()
+            raise KeyError("stop")
+    assert not dist.is_initialized()
+
+
+def test_process_group_leaves_an_active_group_alone(one_process_group, torchrun_environment):
+    group = dist.group.WORLD
+    with process_group("cpu") as device:
+        assert device == torch.device("cpu") and dist.group.WORLD is group
+    assert dist.is_initialized() and dist.group.WORLD is group, "a group the block did not create outlives it"
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
@@ -123,10 +140,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_segzoo_train_under_torchrun_with_two_processes(tmp_path):
+def test_segzoo_train_under_torchrun_with_two_processes(tmp_path, make_folder_dataset):
     """One ``segzoo train`` under torchrun (2 gloo processes): equal weights on both ranks, rank 0
-    alone writes, sharded evaluation equals a single-process one, and one process resumes."""
-    data, out, dumps = _write_folder(tmp_path / "data"), tmp_path / "run", tmp_path / "dumps"
+    alone writes, sharded evaluation equals a single-process one, and one process resumes. 8
+    training images (2 steps of 2 per process and epoch with 2 processes), 5 validation images
+    (uneven shards)."""
+    data, out, dumps = make_folder_dataset(train=8, val=5, size=(16, 24)), tmp_path / "run", tmp_path / "dumps"
     dumps.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in distributed.TORCHRUN_VARIABLES} | {"OMP_NUM_THREADS": "1"}
     command = [
@@ -184,7 +203,7 @@ def _worker(out: Path, dumps: Path, train_args: list[str]) -> None:
     models = []
     build = segzoo.cli.get_model
     segzoo.cli.get_model = lambda *a, **k: models.append(build(*a, **k)) or models[-1]
-    shutdown, distributed.shutdown = distributed.shutdown, lambda: None  # keep the group for the checks
+    distributed.setup()  # join torchrun's group first: `segzoo train` then leaves it up for the checks below
     sys.addaudithook(audit)
     if segzoo.cli.main(train_args) != 0:
         sys.exit(1)
@@ -193,7 +212,7 @@ def _worker(out: Path, dumps: Path, train_args: list[str]) -> None:
     loss, scores = evaluate(model, make_loader(_val_set(data, model), 2, shuffle=False, distributed=True), IGNORE)
     torch.save({"state_dict": model.state_dict(), "confusion": scores.confusion, "loss": loss}, dumps / f"rank{rank}.pt")
     (dumps / f"rank{rank}_writes.json").write_text(json.dumps(sorted(set(writes))))
-    shutdown()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

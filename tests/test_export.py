@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 import segzoo
-from conftest import NUM_CLASSES
-from random_batch_norms import randomise_batch_norms
 from segzoo.cli import main
 from segzoo.export import export_onnx, export_program
 from segzoo.models.segnet import UNPOOLING_MODES
+from support.models import NUM_CLASSES
+from support.random_batch_norms import randomise_batch_norms
 
 MODELS = segzoo.list_models()
 # FCN-16s/32s share FCN-8s's encoder and fc layers; their smoke runs go with the slow tests

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import segzoo
-from random_batch_norms import randomise_batch_norms
 from segzoo.inference.fuse import fuse_for_inference
+from support.random_batch_norms import randomise_batch_norms
 
 MODELS = segzoo.list_models()
 

@@ -1,12 +1,37 @@
-"""Confusion-matrix scores against hand-computed examples."""
+"""Confusion-matrix scores and the expected calibration error against hand-computed examples, and
+against their definitions under hostile input (hypothesis)."""
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from segzoo.metrics import CalibrationError, ConfusionMatrix, expected_calibration_error, scores_from_confusion
+import segzoo
+
+from segzoo.metrics import (
+    BoundaryF1,
+    CalibrationError,
+    ConfusionMatrix,
+    SegmentationMetrics,
+    SegmentationScores,
+    expected_calibration_error,
+    scores_from_confusion,
+)
+from support.properties import (
+    CASES,
+    DEVICES,
+    assert_accepted,
+    assert_names_labels,
+    assert_rejected,
+    assert_works_or_clear_error,
+    label_maps,
+    label_problems,
+)
 
 # rows: ground truth, columns: prediction (worked by hand in the docstrings below)
 TARGET = torch.tensor([[[0, 0, 1], [1, 2, 2]]])
@@ -82,6 +107,17 @@ def test_batches_and_merge_add_up():
         first.merge(ConfusionMatrix(4))
 
 
+def test_scores_keep_their_confusion_matrix_while_counting_goes_on():
+    """Scores are a snapshot: later updates and a reset of the accumulator leave them alone."""
+    cm = ConfusionMatrix(3)
+    cm.update(PREDICTION, TARGET)
+    scores = cm.compute()
+    cm.update(TARGET, TARGET)
+    assert scores.confusion.tolist() == MATRIX
+    cm.reset()
+    assert scores.confusion.tolist() == MATRIX and scores.mean_iou == pytest.approx(1 / 2)
+
+
 def test_bad_inputs():
     cm = ConfusionMatrix(3, ignore_index=255)
     with pytest.raises(ValueError, match=r"labels \[3, 7\] outside \[0, 3\) or ignore_index=255"):
@@ -115,6 +151,70 @@ def test_all_reduce_sums_over_processes(tmp_path):
     single.update(torch.cat([PREDICTION, TARGET]), torch.cat([TARGET, TARGET]))
     for rank in range(2):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), single.matrix)
+
+
+def test_table_hand_worked_in_percent_with_na_for_undefined():
+    """MATRIX plus a class 3 that never occurs (IoU and accuracy 0/0): G 4/6, C 2/3, mIoU 1/2,
+    fwIoU (1/3 + 2/3 + 1/2) / 3 = 1/2; per class IoU 1/3, 2/3, 1/2 and recall 1/2, 1, 1/2."""
+    cm = ConfusionMatrix(4)
+    cm.update(PREDICTION, TARGET)
+    assert cm.compute().table(["sky", "road", "car", "void"]) == "\n".join(
+        [
+            "| global acc | class avg acc | mIoU | fwIoU |",
+            "|---:|---:|---:|---:|",
+            "| 66.7 | 66.7 | 50.0 | 50.0 |",
+            "",
+            "| class | IoU | accuracy |",
+            "|---|---:|---:|",
+            "| sky | 33.3 | 50.0 |",
+            "| road | 66.7 | 100.0 |",
+            "| car | 50.0 | 50.0 |",
+            "| void | n/a | n/a |",
+        ]
+    )
+
+
+def test_table_adds_bf_and_ece_in_the_papers_order_and_names_classes_by_index():
+    cm = ConfusionMatrix(4)
+    cm.update(PREDICTION, TARGET)
+    scores = replace(cm.compute(), bf_score=0.4, per_class_bf=torch.tensor([0.25, 0.5, math.nan, math.nan], dtype=torch.float64), ece=0.05)
+    lines = scores.table().split("\n")
+    assert lines[:3] == [
+        "| global acc | class avg acc | mIoU | BF | fwIoU | ECE |",
+        "|---:|---:|---:|---:|---:|---:|",
+        "| 66.7 | 66.7 | 50.0 | 40.0 | 50.0 | 5.0 |",
+    ]
+    assert lines[4:] == [
+        "| class | IoU | accuracy | BF |",
+        "|---|---:|---:|---:|",
+        "| 0 | 33.3 | 50.0 | 25.0 |",
+        "| 1 | 66.7 | 100.0 | 50.0 |",
+        "| 2 | 50.0 | 50.0 | n/a |",
+        "| 3 | n/a | n/a | n/a |",
+    ]
+
+
+def test_table_refuses_a_wrong_number_of_class_names():
+    scores = scores_from_confusion(torch.tensor(MATRIX))
+    with pytest.raises(ValueError, match="class_names has 2 entries for 3 classes"):
+        scores.table(["sky", "road"])
+    with pytest.raises(ValueError, match="class_names has 4 entries for 3 classes"):
+        scores.table(["sky", "road", "car", "void"])
+
+
+def test_merge_refuses_another_accumulator_type_even_with_equal_settings():
+    class Relabelled(ConfusionMatrix):
+        """A confusion matrix with the same settings, but another type."""
+
+    matrix, other = ConfusionMatrix(3), Relabelled(3)
+    other.update(PREDICTION, TARGET)
+    with pytest.raises(ValueError, match=r"cannot merge a Relabelled\(num_classes=3\) into a ConfusionMatrix\(num_classes=3\)"):
+        matrix.merge(other)
+    with pytest.raises(ValueError, match="cannot merge a ConfusionMatrix"):
+        other.merge(matrix)
+    with pytest.raises(ValueError, match="cannot merge a CalibrationError"):
+        matrix.merge(CalibrationError())
+    assert matrix.matrix.sum() == 0 and other.matrix.tolist() == MATRIX
 
 
 # ---- expected calibration error ----
@@ -224,3 +324,249 @@ def test_ece_bad_inputs():
     with pytest.raises(ValueError, match="num_bins"):
         CalibrationError(0)
     assert ece.count.sum() == 0, "a rejected batch must not be half counted"
+
+
+# ---- SegmentationMetrics: every score from logits in one update ----
+
+
+def _logit_batches(seed: int = 0, batches: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits (2, 4, 24, 32), masks (2, 24, 32)) pairs of 4x4 blobs, the logits noisy, with a void
+    (255) patch in every mask: boundaries, errors and confidences of every kind."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(batches):
+        logits = torch.randn(2, 4, 6, 8, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+        logits += 0.5 * torch.randn(logits.shape, generator=g)
+        masks = torch.randint(0, 4, (2, 6, 8), generator=g).repeat_interleave(4, 1).repeat_interleave(4, 2)
+        masks[:, :3, :5] = 255
+        pairs.append((logits, masks))
+    return pairs
+
+
+def _assert_same_scores(actual: SegmentationScores, expected: SegmentationScores, tolerance: float = 0.0) -> None:
+    """Equal confusion matrices, and every score equal up to ``tolerance`` (NaN where NaN)."""
+    assert torch.equal(actual.confusion, expected.confusion)
+    assert actual.summary() == pytest.approx(expected.summary(), rel=0, abs=tolerance, nan_ok=True)
+    for name in ("per_class_iou", "per_class_accuracy", "per_class_bf"):
+        torch.testing.assert_close(getattr(actual, name), getattr(expected, name), rtol=0, atol=tolerance, equal_nan=True)
+
+
+def test_segmentation_metrics_equal_the_three_accumulators_run_separately():
+    metrics = SegmentationMetrics(4, 255, boundary=True, calibration=True)
+    confusion, boundary, calibration = ConfusionMatrix(4, 255), BoundaryF1(4, 255), CalibrationError(ignore_index=255)
+    for logits, masks in _logit_batches():
+        metrics.update(logits, masks)
+        confusion.update(logits, masks)
+        boundary.update(logits, masks)
+        calibration.update(logits.softmax(1), masks)
+    scores, expected, boundaries = metrics.compute(), confusion.compute(), boundary.compute()
+    expected = replace(expected, bf_score=boundaries.bf_score, per_class_bf=boundaries.per_class, ece=calibration.compute())
+    _assert_same_scores(scores, expected)
+    assert 0 < scores.bf_score < 1 and 0 < scores.ece < 1 and 0 < scores.mean_iou < 1  # a case that tells them apart
+    assert list(scores.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "bf_score", "fw_iou", "ece"]
+
+
+def test_segmentation_metrics_default_is_the_confusion_scores_alone():
+    """From one-hot logits of PREDICTION the hand-worked MATRIX: mIoU 1/2, and no BF or ECE."""
+    metrics = SegmentationMetrics(3)
+    metrics.update(torch.nn.functional.one_hot(PREDICTION, 3).permute(0, 3, 1, 2).float(), TARGET)
+    scores = metrics.compute()
+    assert scores.confusion.tolist() == MATRIX and scores.mean_iou == pytest.approx(1 / 2)
+    assert scores.bf_score is None and scores.per_class_bf is None and scores.ece is None
+    assert list(scores.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "fw_iou"]
+    assert (metrics.boundary, metrics.calibration, metrics.num_classes, metrics.ignore_index) == (None, None, 3, None)
+
+
+def test_segmentation_metrics_merged_halves_equal_the_whole():
+    whole, first, second = (SegmentationMetrics(4, 255, boundary=True, calibration=True) for _ in range(3))
+    for i, (logits, masks) in enumerate(_logit_batches(seed=1, batches=4)):
+        whole.update(logits, masks)
+        (first if i < 2 else second).update(logits, masks)
+    first.merge(second)
+    _assert_same_scores(first.compute(), whole.compute(), tolerance=1e-12)  # the same sums, added in another order
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"num_classes": 3, "boundary": True, "calibration": True},
+        {"num_classes": 4, "calibration": True},
+        {"num_classes": 4, "boundary": True},
+        {"num_classes": 4},
+    ],
+    ids=["classes", "no boundary", "no calibration", "neither"],
+)
+def test_segmentation_metrics_merge_refuses_other_settings(settings):
+    metrics, other = SegmentationMetrics(4, 255, boundary=True, calibration=True), SegmentationMetrics(ignore_index=255, **settings)
+    logits, masks = _logit_batches(batches=1)[0]
+    metrics.update(logits, masks)
+    other.update(logits[:, : settings["num_classes"]], masks.clamp(max=settings["num_classes"] - 1))
+    before = metrics.compute()
+    with pytest.raises(ValueError, match="cannot merge"):
+        metrics.merge(other)
+    with pytest.raises(ValueError, match="cannot merge a ConfusionMatrix"):
+        metrics.merge(ConfusionMatrix(4, 255))
+    _assert_same_scores(metrics.compute(), before)
+
+
+def test_segmentation_metrics_reset_starts_over():
+    (first, first_masks), (second, second_masks) = _logit_batches(seed=2, batches=2)
+    metrics, fresh = (SegmentationMetrics(4, 255, boundary=True, calibration=True) for _ in range(2))
+    metrics.update(first, first_masks)
+    metrics.reset()
+    empty = metrics.compute()
+    assert empty.confusion.sum() == 0 and all(math.isnan(value) for value in empty.summary().values())
+    metrics.update(second, second_masks)
+    fresh.update(second, second_masks)
+    _assert_same_scores(metrics.compute(), fresh.compute())
+
+
+def test_segmentation_metrics_all_reduce_is_a_no_op_without_a_process_group():
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+    metrics = SegmentationMetrics(4, 255, boundary=True, calibration=True)
+    for logits, masks in _logit_batches(seed=3, batches=2):
+        metrics.update(logits, masks)
+    before = metrics.compute()
+    metrics.all_reduce()
+    _assert_same_scores(metrics.compute(), before)
+
+
+def test_segmentation_metrics_all_reduce_sums_every_part(monkeypatch):
+    """Stand in for a second rank with the same pixels: the counts double, the scores stay."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op, group=None: tensor.mul_(2))
+    metrics = SegmentationMetrics(4, 255, boundary=True, calibration=True)
+    logits, masks = _logit_batches(seed=4, batches=1)[0]
+    metrics.update(logits, masks)
+    before = metrics.compute()
+    metrics.all_reduce()
+    after = metrics.compute()
+    assert torch.equal(after.confusion, 2 * before.confusion)
+    assert metrics.boundary.images == 2 * len(masks) and metrics.calibration.count.sum() == 2 * (masks != 255).sum()
+    _assert_same_scores(replace(after, confusion=before.confusion), before, tolerance=1e-12)
+
+
+# ---- property tests: confusion matrix, label checks, calibration ----
+
+# uint8 255 must not pass for ignore_index -1: labels are compared as integers, not wrapped to the dtype
+WRAPPING = (torch.zeros(1, 1, 2, dtype=torch.uint8), torch.tensor([[[255, 0]]], dtype=torch.uint8), 1, -1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=60, **CASES)
+@given(case=label_maps())
+@example(case=WRAPPING)
+def test_confusion_matrix_counts_every_non_ignored_pixel_and_reports_bad_labels(device, case):
+    prediction, target, num_classes, ignore = case
+    matrix = segzoo.ConfusionMatrix(num_classes, ignore, device=device)
+    result = assert_works_or_clear_error(lambda: matrix.update(prediction.to(device), target.to(device)))
+    bad_target, bad_prediction = label_problems(prediction, target, num_classes, ignore)
+    if bad_target or bad_prediction:
+        assert_names_labels(result, bad_target or bad_prediction)
+        assert matrix.matrix.sum() == 0
+        return
+    assert_accepted(result)
+    t = target.long().numpy()
+    p = prediction.numpy().argmax(1) if prediction.is_floating_point() else prediction.long().numpy()
+    counted = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    expected = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(expected, (t[counted], p[counted]), 1)
+    assert matrix.matrix.device.type == device
+    assert np.array_equal(matrix.matrix.cpu().numpy(), expected)
+    assert int(matrix.matrix.sum()) == int(counted.sum())
+
+
+PAIR_CLASSES = 3
+
+
+@st.composite
+def mismatched_pairs(draw):
+    """(prediction, target, error type) that no metric may accept."""
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    labels = torch.zeros(shape, dtype=torch.int64)
+    other = (shape[0], shape[1] + 1, shape[2])
+    cases = [
+        (labels, torch.zeros(other, dtype=torch.int64), ValueError),
+        (labels, labels.float(), TypeError),
+        (labels.float(), labels, TypeError),
+        (labels.numpy(), labels.numpy(), TypeError),
+        (torch.zeros(shape[0], PAIR_CLASSES + 1, *shape[1:]), labels, ValueError),
+    ]
+    return cases[draw(st.integers(0, len(cases) - 1))]
+
+
+@settings(max_examples=20, **CASES)
+@given(case=mismatched_pairs())
+def test_label_metrics_refuse_mismatched_shapes_float_labels_and_non_tensors(case):
+    prediction, target, error = case
+    for update in (
+        segzoo.ConfusionMatrix(PAIR_CLASSES).update,
+        segzoo.BoundaryF1(PAIR_CLASSES).update,
+        lambda p, t: segzoo.boundary_f1(p, t, PAIR_CLASSES),
+    ):
+        assert_rejected(assert_works_or_clear_error(lambda: update(prediction, target)), error)  # noqa: B023
+
+
+@st.composite
+def probability_maps(draw):
+    """(probabilities (N, C, H, W) from a softmax, target, ignore_index) with bad labels half the time."""
+    _, target, num_classes, ignore = draw(label_maps(max_side=6, scores=False))
+    temperature = draw(st.sampled_from([0.0, 0.3, 1.0, 5.0, 50.0]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    logits = torch.randn(target.shape[0], num_classes, *target.shape[1:], generator=generator, dtype=torch.float64)
+    dtype = draw(st.sampled_from([torch.float16, torch.float32, torch.float64]))
+    return (temperature * logits).softmax(1).to(dtype), target, ignore
+
+
+def independent_ece(probabilities: torch.Tensor, target: torch.Tensor, ignore, bins: int) -> float:
+    """sum over bins b = (k/B, (k+1)/B] of |correct - confidence| summed in the bin, over the pixel count."""
+    p = probabilities.double().numpy()
+    confidence, predicted = p.max(1), p.argmax(1)
+    t = target.long().numpy()
+    keep = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    confidence, correct = confidence[keep], (predicted == t)[keep]
+    if confidence.size == 0:
+        return math.nan
+    index = np.clip(np.ceil(confidence * bins) - 1, 0, bins - 1)
+    return sum(abs(correct[index == b].sum() - confidence[index == b].sum()) for b in range(bins)) / confidence.size
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=50, **CASES)
+@given(case=probability_maps(), bins=st.integers(1, 20))
+@example(case=(torch.full((1, 1, 1, 2), 1.0), WRAPPING[1], -1), bins=15)
+def test_calibration_error_is_in_0_1_matches_its_definition_and_reports_bad_labels(device, case, bins):
+    probabilities, target, ignore = case
+    calibration = segzoo.CalibrationError(bins, ignore, device=device)
+    result = assert_works_or_clear_error(lambda: calibration.update(probabilities.to(device), target.to(device)))
+    bad_target, _ = label_problems(probabilities.float(), target, probabilities.shape[1], ignore)
+    if bad_target:
+        assert_names_labels(result, bad_target)
+        return
+    assert_accepted(result)
+    ece, expected = calibration.compute(), independent_ece(probabilities, target, ignore, bins)
+    if math.isnan(expected):
+        assert math.isnan(ece)
+    else:
+        assert 0 <= ece <= 1
+        assert ece == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=20, **CASES)
+@given(
+    shape=st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(1, 3), st.integers(1, 3)),
+    fill=st.sampled_from([math.nan, -0.5, 1.5, math.inf]),
+)
+def test_calibration_error_refuses_what_is_not_probabilities(shape, fill):
+    target = torch.zeros(shape[0], *shape[2:], dtype=torch.int64)
+    result = assert_works_or_clear_error(lambda: segzoo.CalibrationError().update(torch.full(shape, fill), target))
+    if shape[1] == 0:
+        assert_rejected(result, ValueError, "C >= 1")
+    elif shape[0] > 0:
+        assert_rejected(result, ValueError, "must lie in [0, 1]")
+    else:
+        assert_accepted(result)  # no pixel to check

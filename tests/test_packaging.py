@@ -33,7 +33,7 @@ def test_sdist_and_wheel_install_and_import(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read(f"segzoo-{segzoo.__version__}.dist-info/METADATA").decode()
-    assert {"segzoo/__init__.py", "segzoo/py.typed", "segzoo/segnet.py", "segzoo/fcn.py"} <= names
+    assert {"segzoo/__init__.py", "segzoo/py.typed", "segzoo/models/segnet.py", "segzoo/models/fcn.py"} <= names
     assert not any(name.startswith("tests/") for name in names)
     requirements = re.findall(r"^Requires-Dist: (\S+)", metadata, flags=re.M)
     assert {r.split(">=")[0] for r in requirements if "extra" not in r} >= {"torch", "torchvision", "numpy"}

@@ -6,7 +6,7 @@ import types
 
 import pytest
 import torch
-from random_batch_norms import randomise_batch_norms
+from support.random_batch_norms import randomise_batch_norms
 
 import segzoo
 from segzoo.data import DataConfig

@@ -1,12 +1,14 @@
-"""SegNet / SegNet-Basic structure, and their forward at odd sizes against an independent pooling."""
+"""SegNet / SegNet-Basic structure, their forward at odd sizes against an independent pooling, and
+the Bayesian SegNet dropout placements."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from reference_pooling import pool, unpool
 from segzoo import SegNet, SegNetBasic
+from segzoo.models.segnet import DROPOUT_PLACEMENTS, dropout_stages
+from support.reference_pooling import pool, unpool
 
 
 def _reference_forward(model, x: torch.Tensor, ceil_mode: bool) -> np.ndarray:
@@ -105,3 +107,63 @@ def test_compact_and_native_unpooling_give_bitwise_equal_outputs_and_gradients(c
 def test_unknown_unpooling_mode_is_refused():
     with pytest.raises(ValueError, match="unpooling must be one of"):
         SegNet(3, unpooling="int64")
+
+
+# ---- Bayesian SegNet: dropout placements ----
+
+
+def _dropout_sites(model) -> tuple[list[int], list[int]]:
+    """Encoder stages and mirrored encoder stages (for decoder sites) that are followed by dropout."""
+    n = len(model.encoder.stages)
+    encoder = [i for i, m in enumerate(model.encoder_dropout) if isinstance(m, nn.Dropout)]
+    decoder = sorted(n - 1 - d for d, m in enumerate(model.decoder_dropout) if isinstance(m, nn.Dropout))
+    return encoder, decoder
+
+
+def test_bayesian_segnet_basic_drops_after_pool3_pool4_and_decoders_4_3():
+    model = SegNetBasic(11, dropout="central")
+    # 0-based encoder stages 2, 3 are pool3, pool4; the decoder sites mirror them (decoders 4 and 3)
+    assert _dropout_sites(model) == ([2, 3], [2, 3])
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.5] * 4
+    # decoders 4 and 3 are the first two decoder stages to run
+    assert [isinstance(m, nn.Dropout) for m in model.decoder_dropout] == [True, True, False, False]
+
+
+def test_bayesian_segnet_drops_in_the_central_six_stages():
+    model = SegNet(11, dropout="central", dropout_rate=0.3)
+    assert _dropout_sites(model) == ([2, 3, 4], [2, 3, 4])
+    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.3}
+
+
+@pytest.mark.parametrize("placement", DROPOUT_PLACEMENTS)
+def test_every_placement_builds_runs_and_is_in_the_config(placement):
+    model = SegNetBasic(3, dropout=placement)
+    encoder, decoder = dropout_stages(placement, 4)
+    assert _dropout_sites(model) == (sorted(encoder), sorted(decoder))
+    assert model.config["dropout"] == placement
+    assert model(torch.randn(2, 3, 19, 23)).shape == (2, 3, 19, 23)
+
+
+def test_default_has_no_dropout_and_checkpoints_are_interchangeable():
+    plain, bayesian = SegNetBasic(3), SegNetBasic(3, dropout="central")
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+    bayesian.load_state_dict(plain.state_dict())  # strict: same keys, dropout has no weights
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), bayesian.eval()(x), rtol=0, atol=0)
+
+
+def test_dropout_is_active_in_training_only():
+    torch.manual_seed(0)
+    model = SegNetBasic(3, dropout="central")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert not torch.equal(model.train()(x), model(x))
+        assert torch.equal(model.eval()(x), model(x))
+
+
+def test_bad_placement_and_rate_are_refused():
+    with pytest.raises(ValueError, match="dropout must be one of"):
+        SegNetBasic(3, dropout="middle")
+    with pytest.raises(ValueError, match=r"dropout_rate must be in \[0, 1\)"):
+        SegNet(3, dropout="central", dropout_rate=1.0)

@@ -1,5 +1,7 @@
-"""Visualisation: colours, overlays and PNGs against independent computations; atomic writes; plots."""
+"""Visualisation: colours, overlays and PNGs against independent computations (also under hostile
+input, with hypothesis); atomic writes; plots."""
 
+import math
 import os
 import subprocess
 import sys
@@ -7,6 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from segzoo import viz
@@ -20,6 +25,14 @@ from segzoo.viz import (
     prediction_grid,
     save_mask_png,
     save_png,
+)
+from support.properties import (
+    CASES,
+    IGNORES,
+    LABEL_DTYPES,
+    assert_names_labels,
+    assert_rejected,
+    assert_works_or_clear_error,
 )
 
 GAP = 4  # white pixels between grid tiles, as documented in prediction_grid
@@ -456,3 +469,78 @@ def test_heatmap_brightness_rises_with_the_value():
 def test_heatmap_rejects_bad_input(values):
     with pytest.raises(ValueError):
         viz.heatmap(values)
+
+
+# ---- property tests ----
+
+@st.composite
+def masks_and_colours(draw):
+    """An integer mask (H, W) (sides 0 included) and a colour table of K rows, labels sometimes >= K or < 0."""
+    k = draw(st.integers(1, 6))
+    ignore = draw(st.sampled_from(IGNORES))
+    shape = (draw(st.integers(0, 6)), draw(st.integers(0, 6)))
+    labels = st.integers(0, k - 1) | st.sampled_from([ignore] if ignore is not None else [0])
+    if draw(st.booleans()):
+        labels = labels | st.integers(-3, k + 3)
+    mask = torch.from_numpy(draw(hnp.arrays(np.int64, shape, elements=labels))).to(draw(st.sampled_from(LABEL_DTYPES[:3])))
+    colours = torch.from_numpy(draw(hnp.arrays(np.uint8, (k, 3))))
+    return mask, colours, ignore
+
+
+@settings(max_examples=50, **CASES)
+@given(case=masks_and_colours(), image_seed=st.integers(0, 2**31), alpha=st.floats(0, 1))
+@example(case=(torch.tensor([[3]], dtype=torch.int8), viz.palette(4), 259), image_seed=0, alpha=1.0)  # 259 wraps to 3
+def test_colorize_and_overlay_are_lookups_and_blends_and_name_missing_colours(case, image_seed, alpha):
+    mask, colours, ignore = case
+    labels = mask.long().numpy()
+    ignored = labels == ignore if ignore is not None else np.zeros(labels.shape, bool)
+    bad = set(labels[~ignored & ((labels < 0) | (labels >= len(colours)))].tolist())
+    painted = assert_works_or_clear_error(lambda: viz.colorize(mask, colours, ignore, ignore_colour=(1, 2, 3)))
+    image = torch.randint(0, 256, (3, *mask.shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(image_seed))
+    blended = assert_works_or_clear_error(lambda: viz.overlay(image, mask, colours, alpha, ignore))
+    if bad:
+        assert_names_labels(painted, bad)
+        assert_names_labels(blended, bad)
+        return
+    table = colours.numpy()
+    expected = np.where(ignored[..., None], np.array([1, 2, 3], np.uint8), table[np.where(ignored, 0, labels)])
+    assert np.array_equal(painted.numpy(), expected.transpose(2, 0, 1))
+    mixed = np.round(alpha * table[np.where(ignored, 0, labels)].transpose(2, 0, 1) + (1 - alpha) * image.numpy())
+    expected = np.where(ignored[None], image.numpy(), mixed)
+    assert np.array_equal(blended.numpy(), expected.astype(np.uint8))
+
+
+INFERNO_ANCHORS = np.array(
+    [
+        (0, 0, 4),
+        (31, 12, 72),
+        (85, 15, 109),
+        (136, 34, 106),
+        (186, 54, 85),
+        (227, 89, 51),
+        (249, 140, 10),
+        (249, 201, 50),
+        (252, 255, 164),
+    ]
+)
+
+
+@settings(max_examples=40, **CASES)
+@given(
+    values=hnp.arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]),
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=6),
+        elements=st.floats(-10, 10, width=16) | st.sampled_from([math.nan, math.inf]),
+    ),
+    vmax=st.floats(0.01, 100),
+)
+def test_heatmap_interpolates_inferno_and_refuses_non_finite_values(values, vmax):
+    result = assert_works_or_clear_error(lambda: viz.heatmap(torch.from_numpy(values), vmax))
+    if not np.isfinite(values).all():
+        assert_rejected(result, ValueError, "finite")
+        return
+    position = np.clip(values.astype(np.float64) / vmax, 0, 1) * (len(INFERNO_ANCHORS) - 1)
+    expected = [np.interp(position, np.arange(len(INFERNO_ANCHORS)), INFERNO_ANCHORS[:, c]) for c in range(3)]
+    assert result.dtype == torch.uint8 and result.shape == (3, *values.shape)
+    # rounding of the two interpolations may differ at exact halves
+    assert np.abs(result.numpy().astype(int) - np.round(expected)).max(initial=0) <= 1

@@ -123,7 +123,7 @@ class ConfusionMatrix(Accumulator):
 
 def scores_from_confusion(matrix: Tensor) -> SegmentationScores:
     """Scores of a confusion matrix (rows: ground truth, columns: prediction)."""
-    counts = matrix.detach().to("cpu", torch.int64)
+    counts = matrix.detach().to("cpu", torch.int64, copy=True)  # a snapshot, not a view of a live accumulator
     m = counts.double()
     hits = m.diagonal()
     labelled = m.sum(1)

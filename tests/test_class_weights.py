@@ -1,12 +1,25 @@
-"""Median-frequency class weights against a hand-worked example and on CamVid."""
+"""Median-frequency class weights against a hand-worked example, on CamVid, and against the
+definition under hostile input (hypothesis)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import segzoo
 from segzoo.metrics.class_weights import median_frequency_weights
+from support.properties import (
+    CASES,
+    IGNORES,
+    assert_accepted,
+    assert_names_labels,
+    assert_rejected,
+    assert_works_or_clear_error,
+    label_maps,
+)
 
 # Image A: three 0s and one 1; image B: two 1s, two 2s.
 # pixels: c0 3, c1 3, c2 2; pixels of images containing c: c0 4 (A), c1 8 (A+B), c2 4 (B)
@@ -67,3 +80,53 @@ def test_camvid_train_split():
     assert weights.median().item() == pytest.approx(1.0)
     assert all(weights[c] > 1 for c in (2, 6, 9, 10)) and all(weights[c] < 1 for c in (0, 1, 3))
     print("CamVid train median-frequency weights:", [round(w, 4) for w in weights.tolist()])
+
+
+# ---- property test ----
+
+@st.composite
+def mask_collections(draw):
+    """(masks, num_classes, ignore_index): single masks (H, W) and batches (N, H, W), as tensors,
+    arrays or (image, mask) pairs, with out-of-range labels half the time."""
+    items = []
+    num_classes = draw(st.integers(1, 5))
+    ignore = draw(st.sampled_from(IGNORES))
+    for _ in range(draw(st.integers(1, 4))):
+        _, target, _, _ = draw(label_maps(max_side=5, scores=False))
+        mask = target[0] if draw(st.booleans()) and len(target) else target
+        form = draw(st.sampled_from(["tensor", "array", "pair"]))
+        items.append({"tensor": mask, "array": mask.numpy(), "pair": (None, mask)}[form])
+    return items, num_classes, ignore
+
+
+def singles(items) -> list[np.ndarray]:
+    masks = [np.asarray(item[-1] if isinstance(item, tuple) else item).astype(np.int64) for item in items]
+    return [m for mask in masks for m in (mask if mask.ndim == 3 else mask[None])]
+
+
+@settings(max_examples=60, **CASES)
+@given(case=mask_collections())
+def test_median_frequency_weights_follow_the_definition_and_report_bad_labels(case):
+    items, num_classes, ignore = case
+    result = assert_works_or_clear_error(lambda: segzoo.median_frequency_weights(items, num_classes, ignore))
+    masks = singles(items)
+    counted = [m[m != ignore] if ignore is not None else m.ravel() for m in masks]
+    for labels in counted:  # masks are read in order: the first bad one is reported
+        bad = set(labels[(labels < 0) | (labels >= num_classes)].tolist())
+        if bad:
+            assert_names_labels(result, bad)
+            return
+    if sum(labels.size for labels in counted) == 0:
+        assert_rejected(result, ValueError, "no labelled pixels")
+        return
+    assert_accepted(result)
+    # freq(c): pixels of c over the labelled pixels of the images holding c; weight = median(freq) / freq
+    frequency = {}
+    for c in range(num_classes):
+        holding = [labels for labels in counted if (labels == c).any()]
+        if holding:
+            frequency[c] = sum((labels == c).sum() for labels in holding) / sum(labels.size for labels in holding)
+    median = np.median(list(frequency.values()))
+    expected = [median / frequency[c] if c in frequency else 0.0 for c in range(num_classes)]
+    assert result.dtype == torch.float32
+    assert result.tolist() == pytest.approx(expected, rel=1e-6)

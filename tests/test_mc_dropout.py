@@ -1,72 +1,19 @@
-"""Bayesian SegNet: dropout placement presets and Monte Carlo dropout uncertainty."""
+"""Monte Carlo dropout (Bayesian SegNet): predictive uncertainty (also under hostile input, with
+hypothesis) and sampling."""
 
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from torch import nn
 
-from random_batch_norms import randomise_batch_norms
-from segzoo import SegNet, SegNetBasic
-from segzoo.models.segnet import DROPOUT_PLACEMENTS, dropout_stages
+from segzoo import SegNetBasic
 from segzoo.inference.mc_dropout import mc_predict, predictive_uncertainty
-
-
-def _dropout_sites(model) -> tuple[list[int], list[int]]:
-    """Encoder stages and mirrored encoder stages (for decoder sites) that are followed by dropout."""
-    n = len(model.encoder.stages)
-    encoder = [i for i, m in enumerate(model.encoder_dropout) if isinstance(m, nn.Dropout)]
-    decoder = sorted(n - 1 - d for d, m in enumerate(model.decoder_dropout) if isinstance(m, nn.Dropout))
-    return encoder, decoder
-
-
-def test_bayesian_segnet_basic_drops_after_pool3_pool4_and_decoders_4_3():
-    model = SegNetBasic(11, dropout="central")
-    # 0-based encoder stages 2, 3 are pool3, pool4; the decoder sites mirror them (decoders 4 and 3)
-    assert _dropout_sites(model) == ([2, 3], [2, 3])
-    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.5] * 4
-    # decoders 4 and 3 are the first two decoder stages to run
-    assert [isinstance(m, nn.Dropout) for m in model.decoder_dropout] == [True, True, False, False]
-
-
-def test_bayesian_segnet_drops_in_the_central_six_stages():
-    model = SegNet(11, dropout="central", dropout_rate=0.3)
-    assert _dropout_sites(model) == ([2, 3, 4], [2, 3, 4])
-    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.3}
-
-
-@pytest.mark.parametrize("placement", DROPOUT_PLACEMENTS)
-def test_every_placement_builds_runs_and_is_in_the_config(placement):
-    model = SegNetBasic(3, dropout=placement)
-    encoder, decoder = dropout_stages(placement, 4)
-    assert _dropout_sites(model) == (sorted(encoder), sorted(decoder))
-    assert model.config["dropout"] == placement
-    assert model(torch.randn(2, 3, 19, 23)).shape == (2, 3, 19, 23)
-
-
-def test_default_has_no_dropout_and_checkpoints_are_interchangeable():
-    plain, bayesian = SegNetBasic(3), SegNetBasic(3, dropout="central")
-    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
-    bayesian.load_state_dict(plain.state_dict())  # strict: same keys, dropout has no weights
-    x = torch.randn(1, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(plain.eval()(x), bayesian.eval()(x), rtol=0, atol=0)
-
-
-def test_dropout_is_active_in_training_only():
-    torch.manual_seed(0)
-    model = SegNetBasic(3, dropout="central")
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        assert not torch.equal(model.train()(x), model(x))
-        assert torch.equal(model.eval()(x), model(x))
-
-
-def test_bad_placement_and_rate_are_refused():
-    with pytest.raises(ValueError, match="dropout must be one of"):
-        SegNetBasic(3, dropout="middle")
-    with pytest.raises(ValueError, match=r"dropout_rate must be in \[0, 1\)"):
-        SegNet(3, dropout="central", dropout_rate=1.0)
+from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error
+from support.random_batch_norms import randomise_batch_norms
 
 
 def test_hand_worked_two_class_example():
@@ -163,3 +110,56 @@ def test_mc_needs_dropout_and_positive_samples():
         mc_predict(SegNetBasic(3), torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="positive integer"):
         mc_predict(SegNetBasic(3, dropout="central"), torch.randn(1, 3, 16, 16), samples=0)
+
+
+# ---- property tests ----
+
+@st.composite
+def softmax_samples(draw):
+    """Dirichlet-like samples (T, N, C, H, W): softmax of random logits at a random temperature, one-hot
+    at the extreme, uniform at temperature 0."""
+    t, n, c = draw(st.integers(1, 4)), draw(st.integers(0, 2)), draw(st.integers(1, 5))
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    temperature = draw(st.sampled_from([0.0, 0.5, 2.0, 20.0, 1e4]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    logits = torch.randn(t, n, c, h, w, generator=generator, dtype=torch.float64)
+    return (temperature * logits).softmax(2).to(draw(st.sampled_from([torch.float32, torch.float64])))
+
+
+@settings(max_examples=50, **CASES)
+@given(samples=softmax_samples())
+def test_predictive_uncertainty_is_a_distribution_with_0_le_mi_le_entropy_le_log_c(samples):
+    result = predictive_uncertainty(samples)
+    c = samples.shape[2]
+    slack = 1e-5 if samples.dtype == torch.float32 else 1e-12
+    mean = samples.double().mean(0)
+    torch.testing.assert_close(result.probabilities.double(), mean, rtol=0, atol=slack)
+    torch.testing.assert_close(result.probabilities.double().sum(1), torch.ones_like(mean[:, 0]), rtol=0, atol=slack)
+    entropy = -(mean * torch.where(mean > 0, mean, 1.0).log()).sum(1)  # 0 log 0 = 0
+    torch.testing.assert_close(result.entropy.double(), entropy, rtol=0, atol=slack)
+    mi, h = result.mutual_information.double(), result.entropy.double()
+    assert (mi >= 0).all() and (mi <= h + slack).all() and (h <= math.log(c) + slack).all()
+    assert (result.variance >= 0).all() and result.samples == samples.shape[0]
+    assert torch.equal(result.labels, result.probabilities.argmax(1))
+
+
+@settings(max_examples=30, **CASES)
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=6, min_side=0, max_side=3),
+    fill=st.sampled_from([-0.5, 0.7, math.nan, 2.0]),
+    kind=st.sampled_from(["float", "int", "array"]),
+)
+def test_predictive_uncertainty_refuses_what_is_not_softmax_samples(shape, fill, kind):
+    values = torch.full(shape, fill)
+    samples = {"float": values, "int": values.to(torch.int64) if math.isfinite(fill) else values, "array": values.numpy()}[kind]
+    result = assert_works_or_clear_error(lambda: predictive_uncertainty(samples))
+    if kind == "array":
+        assert_rejected(result, TypeError, "torch.Tensor")
+    elif len(shape) != 5 or not samples.is_floating_point():
+        assert_rejected(result, ValueError, "(T, N, C, H, W)")
+    elif shape[0] == 0:
+        assert_rejected(result, ValueError, "at least one sample")
+    elif math.prod(shape[:2]) * math.prod(shape[3:]) > 0:
+        assert_rejected(result, ValueError, "must be probabilities")  # no fill sums to 1 over C, nor do 0 classes
+    else:
+        assert_accepted(result)  # no pixel to check

@@ -6,25 +6,17 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 import segzoo
 from segzoo import TrainConfig, Trainer
-from segzoo.training import evaluate
-
-
-def _toy(n=16, size=32, seed=0):
-    """A learnable toy task: the label is a function of the first two channels."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, size, size, generator=g)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-    return TensorDataset(x, y)
+from support.toy import toy_dataset
 
 
 def _trainer(model=None, epochs=3, out_dir=None, **config):
     torch.manual_seed(0)
     model = model or segzoo.SegNetBasic(3)
-    data = _toy()
+    data = toy_dataset()
     train = DataLoader(data, batch_size=4, shuffle=True, drop_last=True)
     val = DataLoader(data, batch_size=8)
     return Trainer(model, train, val, TrainConfig(epochs=epochs, lr=1e-2, **config), out_dir=out_dir, progress=False)
@@ -100,6 +92,7 @@ def test_schedules_end_where_they_should(schedule):
     assert final == pytest.approx(1e-2 if schedule == "constant" else 0.0, abs=1e-12)
 
 
+@pytest.mark.isolated  # a bf16 kernel crash fails this test, not the run
 def test_bf16_autocast_on_cpu_trains():
     history = _trainer(epochs=1, amp=True).fit()
     assert np.isfinite(history[0]["train_loss"]) and np.isfinite(history[0]["val_loss"])
@@ -162,7 +155,7 @@ def test_progress_bars_show_live_loss_and_miou(capsys):
 def test_resume_with_other_steps_per_epoch_continues_the_schedule(tmp_path):
     """A checkpoint from a run with 4 steps per epoch (e.g. one process) resumed with 2 steps per
     epoch (e.g. two processes): the schedule continues from the epoch, not the saved step count."""
-    data = _toy(size=16)
+    data = toy_dataset(size=16)
     torch.manual_seed(0)
     first = Trainer(segzoo.SegNetBasic(3), DataLoader(data, batch_size=4), config=TrainConfig(epochs=1, lr=1e-2), out_dir=tmp_path, progress=False)
     first.fit()
@@ -174,38 +167,6 @@ def test_resume_with_other_steps_per_epoch_continues_the_schedule(tmp_path):
     resumed.optimizer.step()
     resumed.scheduler.step()
     assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-2 * (1 - 3 / 6) ** 0.9] * 2)
-
-
-def test_evaluate_loss_is_the_pixel_mean_of_the_whole_set_however_batched():
-    torch.manual_seed(0)
-    model = segzoo.SegNetBasic(3).eval()
-    images, masks = _toy(n=7).tensors
-    masks = masks.clone()
-    masks[:, 0, :5] = 255
-    criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.5, 1.0, 2.0]), ignore_index=255)
-    with torch.no_grad():
-        expected = criterion(model(images), masks).item()
-    loss, _ = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=3), 255, criterion)  # 3 + 3 + 1
-    assert loss == pytest.approx(expected, rel=1e-6)
-
-
-def test_detailed_evaluation_adds_bf_and_ece_of_the_whole_set():
-    torch.manual_seed(0)
-    model = segzoo.SegNetBasic(3).eval()
-    images, masks = _toy(n=5).tensors
-    masks = masks.clone()
-    masks[:, :3] = 255
-    _, plain = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=2), 255)
-    _, detailed = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=2), 255, detailed=True)
-    assert plain.bf_score is None and plain.ece is None and list(plain.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "fw_iou"]
-    with torch.no_grad():
-        logits = model(images)
-    image_bf, class_f1 = segzoo.boundary_f1(logits, masks, 3, ignore_index=255)
-    assert detailed.bf_score == pytest.approx(image_bf.nanmean().item(), abs=1e-12)
-    torch.testing.assert_close(detailed.per_class_bf, class_f1.nanmean(0), equal_nan=True)
-    assert detailed.ece == pytest.approx(segzoo.expected_calibration_error(logits.softmax(1), masks, ignore_index=255), abs=1e-9)
-    assert list(detailed.summary()) == ["global_accuracy", "class_accuracy", "mean_iou", "bf_score", "fw_iou", "ece"]
-    assert detailed.mean_iou == plain.mean_iou
 
 
 class _NoPooling(segzoo.SegmentationModel):
@@ -233,7 +194,7 @@ class _RandomFlips(Dataset):
     """The toy task, each item flipped at random in the DataLoader worker that loads it."""
 
     def __init__(self) -> None:
-        self.items = _toy()
+        self.items = toy_dataset()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -247,7 +208,7 @@ def _deterministic_run(seed):
     torch.manual_seed(0)  # the same initial weights in every run
     train = DataLoader(_RandomFlips(), batch_size=4, shuffle=True, drop_last=True, num_workers=2)
     config = TrainConfig(epochs=1, lr=1e-2, seed=seed, deterministic=True)
-    trainer = Trainer(_NoPooling(), train, DataLoader(_toy(), batch_size=8), config, progress=False)
+    trainer = Trainer(_NoPooling(), train, DataLoader(toy_dataset(), batch_size=8), config, progress=False)
     trainer.fit()
     return trainer
 
@@ -271,7 +232,7 @@ def test_deterministic_flags_are_restored_even_when_fit_stops(monkeypatch):
 
     monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
     benchmark = torch.backends.cudnn.benchmark
-    trainer = Trainer(_NoPooling(), DataLoader(_toy(), batch_size=4), config=TrainConfig(deterministic=True), progress=False)
+    trainer = Trainer(_NoPooling(), DataLoader(toy_dataset(), batch_size=4), config=TrainConfig(deterministic=True), progress=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = True
     try:
