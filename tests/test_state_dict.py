@@ -7,6 +7,7 @@ import pathlib
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ def test_mapping_is_returned_as_dict():
     assert all(loaded[k] is state[k] for k in state)
 
 
-@pytest.mark.parametrize("wrapper", ["state_dict", "model_state_dict", "model"])
+@pytest.mark.parametrize("wrapper", ["state_dict", "model_state_dict", "model", "model_state"])
 @pytest.mark.parametrize("from_file", [False, True], ids=["mapping", "file"])
 def test_wrappers_are_unwrapped(wrapper, from_file, tmp_path):
     """{"state_dict" | "model_state_dict" | "model": sd, plus training metadata} yields sd."""
@@ -84,6 +85,70 @@ def test_wrappers_are_unwrapped(wrapper, from_file, tmp_path):
         torch.save(wrapped, tmp_path / "ckpt.pth")
         wrapped = tmp_path / "ckpt.pth"
     assert_same_state(read_state_dict(wrapped), state)
+
+
+def _numpy_1_names(path: Path) -> None:
+    """Rewrite a pre-1.6 format file as numpy 1.x pickles scalars: ``numpy.core.multiarray.scalar``
+    (numpy 2 writes ``numpy._core``). Protocol 2 names globals by newline-ended text, so the
+    stream stays valid."""
+    data = path.read_bytes()
+    assert b"numpy._core.multiarray\nscalar" in data
+    path.write_bytes(data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "legacy-numpy1"])
+def test_trainer_file_with_numpy_scalars(fmt, tmp_path):
+    """Trainers save metrics as numpy scalars (np.nanmean's float64; ints, float32, bools too):
+    such files are read with exactly those globals allowed, for the duration of the read only."""
+    state = small_state()
+    path = tmp_path / "model_best.pth.tar"
+    checkpoint = {
+        "model_state_dict": state,
+        "best_mean_iu": np.float64(0.5),
+        "scores": [np.float32(0.25), np.int64(3), np.bool_(True), np.uint8(7), np.float16(1.5)],
+        "optim_state_dict": {"state": {}, "param_groups": [{"lr": 1e-10, "params": [0, 1]}]},
+    }
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=fmt == "zip")
+    if fmt == "legacy-numpy1":
+        _numpy_1_names(path)
+    before = set(torch.serialization.get_safe_globals())  # a set: its order may change
+    assert_same_state(read_state_dict(path), state)
+    assert set(torch.serialization.get_safe_globals()) == before
+    with pytest.raises(Exception, match="numpy"):  # the allowance did not outlive the read
+        torch.load(path, weights_only=True)
+
+
+def test_callers_own_allowances_are_kept(tmp_path):
+    """A global the caller allowed before (here numpy.dtype) is still allowed after a read."""
+    torch.save({"state_dict": small_state(), "best_iou": np.float64(0.5)}, tmp_path / "ckpt.pth")
+    with torch.serialization.safe_globals([np.dtype]):
+        read_state_dict(tmp_path / "ckpt.pth")
+        assert np.dtype in torch.serialization.get_safe_globals()
+    assert np.dtype not in torch.serialization.get_safe_globals()
+
+
+def test_numpy_array_is_still_refused(tmp_path):
+    """Only numpy scalars are allowed: an ndarray (numpy's _reconstruct) is refused as before."""
+    torch.save({"weight": torch.zeros(2), "hist": np.zeros(3)}, tmp_path / "array.pth")
+    with pytest.raises(ValueError, match="pickled"):
+        read_state_dict(tmp_path / "array.pth")
+
+
+@pytest.mark.parametrize("from_file", [False, True], ids=["mapping", "file"])
+def test_data_parallel_prefix_is_stripped(from_file, tmp_path):
+    """nn.DataParallel / DDP state dicts (every key prefixed module.) come back without it."""
+    state = small_state()
+    source = {"model_state": {f"module.{k}": v for k, v in state.items()}, "best_iou": np.float64(0.5)}
+    if from_file:
+        torch.save(source, tmp_path / "dp.pkl")
+        source = tmp_path / "dp.pkl"
+    assert_same_state(read_state_dict(source), state)
+
+
+def test_partial_module_prefix_is_kept():
+    """A prefix on some keys only is a layer really called ``module``: left alone."""
+    state = {"module.weight": torch.zeros(2), "head.weight": torch.ones(2)}
+    assert_same_state(read_state_dict(state), state)
 
 
 @pytest.mark.parametrize("from_file", [False, True], ids=["mapping", "file"])

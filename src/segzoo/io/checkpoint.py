@@ -22,7 +22,7 @@ from ..models.registry import get_model, model_name
 from .atomic import atomic_write
 from .pretrained import is_pretrained, read_pretrained
 from .run_description import RunDescription
-from .state_dict import load_exact
+from .state_dict import load_exact, strip_parallel_prefix
 from .torchfile import read_torch_file
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def load_weights(
     with ``reinit_head=True``: the head tensors (those whose shapes depend on ``num_classes``, see
     :func:`head_keys`) then keep ``model``'s own values and every other tensor is loaded. With
     ``reinit_head=True`` the head is kept even when the class counts agree (a new label set of the
-    same size). Returns ``model``.
+    same size). A state dict taken from a DataParallel / DDP-wrapped model (every key prefixed
+    ``module.``) is read without the prefix. Returns ``model``.
     """
     if isinstance(path_or_checkpoint, Mapping):
         source = "the given checkpoint"
@@ -140,7 +141,7 @@ def load_weights(
         raise ValueError(f"{source} holds a {name} with another config than the model's: " + "; ".join(differ))
     if differ:
         logger.info("%s: config differs only in options that keep the weights' layout: %s", source, "; ".join(differ))
-    state = checkpoint["state_dict"]
+    state = strip_parallel_prefix(checkpoint["state_dict"])  # taken from a DataParallel / DDP-wrapped model
     if config["num_classes"] != model.num_classes and not reinit_head:
         raise ValueError(
             f"{source} has {config['num_classes']} classes, the model has {model.num_classes}; pass "

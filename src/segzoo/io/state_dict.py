@@ -11,8 +11,20 @@ from .torchfile import read_torch_file
 
 StateDictSource = str | os.PathLike | Mapping[str, Tensor]
 
-# Training scripts often wrap the weights; these are the wrappers unwrapped automatically.
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+# Training scripts often wrap the weights; these are the wrappers unwrapped automatically
+# ("model_state_dict": pytorch-fcn's trainer, "model_state": pytorch-semseg's).
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "model_state")
+
+#: the prefix nn.DataParallel and DistributedDataParallel put before every key of the wrapped model
+PARALLEL_PREFIX = "module."
+
+
+def strip_parallel_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` without the ``module.`` prefix of a DataParallel / DDP-wrapped model's state dict,
+    when every key has it (a prefix on some keys only is a layer really named ``module``: kept)."""
+    if state and all(key.startswith(PARALLEL_PREFIX) for key in state):
+        return {key[len(PARALLEL_PREFIX) :]: value for key, value in state.items()}
+    return dict(state)
 
 
 def preview_keys(keys: Iterable[str], limit: int = 6) -> str:
@@ -47,8 +59,10 @@ def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
 
     Files are read with :func:`segzoo.io.torchfile.read_torch_file` (checksums verified, then
     ``torch.load(weights_only=True)``): a file holding a pickled module or any other code-bearing
-    object is refused, never executed, and a damaged file is named as such. A single wrapper level
-    (``state_dict`` / ``model_state_dict`` / ``model``) is unwrapped.
+    object is refused, never executed, and a damaged file is named as such; numpy scalars (trainers'
+    metrics) are read. A single wrapper level (``state_dict`` / ``model_state_dict`` / ``model`` /
+    ``model_state``) is unwrapped, and the ``module.`` prefix of a DataParallel / DDP-wrapped
+    model is stripped (:func:`strip_parallel_prefix`).
     """
     if isinstance(source, (str, os.PathLike)):
         loaded, where = read_torch_file(source), str(source)
@@ -67,7 +81,7 @@ def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
     not_tensors = [k for k, v in loaded.items() if not isinstance(v, Tensor)]
     if not_tensors:
         raise ValueError(f"{where} is not a state dict: entries {preview_keys(not_tensors)} are not tensors")
-    return dict(loaded)
+    return strip_parallel_prefix(loaded)
 
 
 def load_exact(

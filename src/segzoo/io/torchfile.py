@@ -6,10 +6,14 @@ import os
 import pickle
 import re
 import struct
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
@@ -24,6 +28,11 @@ def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
     ``torch.save``'s formats ("not a PyTorch file") and for one holding pickled Python objects
     that weights_only loading refuses (nothing in it is ever executed). The error that revealed
     the problem is chained.
+
+    Numpy scalars (``np.float64(0.63)``, as trainers save metrics such as pytorch-fcn's
+    ``best_mean_iu`` or pytorch-semseg's ``best_iou``) are plain data and are read: the few globals
+    that rebuild a numeric numpy scalar and its dtype are allowed for this read only (see
+    :func:`_numpy_scalars_allowed`); numpy arrays and every other global stay refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -44,7 +53,8 @@ def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
         except Exception as error:  # zipfile reports damage in many ways; none of them is the caller's doing
             raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with _numpy_scalars_allowed():
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         # torch raises this for every stream its weights-only unpickler stops at: refused objects
         # and, in the unchecksummed pre-1.6 format, damaged bytes alike
@@ -74,3 +84,37 @@ def _verify_zip(path: Path) -> None:
             with archive.open(info) as member:
                 while member.read(1 << 24):
                     pass
+
+
+# dtypes of the numeric numpy scalars a trainer may save (bool, integers, floats); not object, not
+# strings, not datetimes
+_NUMPY_SCALAR_DTYPES = ("?", "b", "h", "i", "l", "q", "B", "H", "I", "L", "Q", "e", "f", "d")
+# safe_globals exists since PyTorch 2.5 and takes (global, "its pickled name") pairs since 2.6
+_HAS_SAFE_GLOBALS = hasattr(torch.serialization, "safe_globals")
+_TORCH_ALLOWS_ALIASES = torch.__version__ >= "2.6"
+# torch's allowlist is one process-wide set: reads that change it take turns
+_ALLOWLIST_LOCK = threading.Lock()
+
+
+@contextmanager
+def _numpy_scalars_allowed() -> Iterator[None]:
+    """Allow, for the duration of the block only, what unpickling a numeric numpy scalar needs:
+    numpy's ``scalar`` reconstructor (pickled as ``numpy._core.multiarray.scalar`` by numpy 2,
+    ``numpy.core.multiarray.scalar`` by numpy 1), ``numpy.dtype`` and the classes of the numeric
+    dtypes (whose ``__setstate__`` only sets byte order and flags). Entries the caller had already
+    allowed stay allowed afterwards; the ones added here are removed. Without ``safe_globals``
+    (PyTorch 2.4) nothing is added and numpy scalars stay refused.
+    """
+    if not _HAS_SAFE_GLOBALS:
+        yield
+        return
+    reconstruct = np.float64(0).__reduce__()[0]
+    wanted: list[Any] = [np.dtype, *sorted({type(np.dtype(code)) for code in _NUMPY_SCALAR_DTYPES}, key=str)]
+    if _TORCH_ALLOWS_ALIASES:
+        wanted += [(reconstruct, f"{module}.multiarray.scalar") for module in ("numpy._core", "numpy.core")]
+    else:  # only the name the installed numpy pickles it under
+        wanted.append(reconstruct)
+    with _ALLOWLIST_LOCK:
+        already = set(torch.serialization.get_safe_globals())
+        with torch.serialization.safe_globals([entry for entry in wanted if entry not in already]):
+            yield

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -36,6 +38,10 @@ def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
     return weight.float()
 
 
+# the pool taps fused by each variant, in the order of skip_scales
+_SKIP_TAPS = {32: (), 16: ("pool4",), 8: ("pool4", "pool3")}
+
+
 class _FCN(SegmentationModel):
     stride: int  # output stride of the coarsest prediction that is upsampled: 32, 16 or 8
 
@@ -48,11 +54,13 @@ class _FCN(SegmentationModel):
         fixed_upsampling: bool = False,
         weights_backbone: BackboneWeights = None,
         progress: bool = True,
+        skip_scales: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.geometry = geometry
+        self.skip_scales = self._check_skip_scales(skip_scales)
         self.fixed_upsampling = fixed_upsampling
         caffe = geometry == "caffe"
         self.encoder = VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=True, first_padding=100 if caffe else None)
@@ -76,6 +84,18 @@ class _FCN(SegmentationModel):
             progress,
         )
 
+    def _check_skip_scales(self, skip_scales: Sequence[float] | None) -> tuple[float, ...]:
+        taps = _SKIP_TAPS[self.stride]
+        if skip_scales is None:
+            return (1.0,) * len(taps)
+        scales = tuple(float(scale) for scale in skip_scales)
+        if len(scales) != len(taps) or not all(math.isfinite(scale) and scale > 0 for scale in scales):
+            raise ValueError(
+                f"skip_scales must be {len(taps)} positive finite factors for {type(self).__name__}'s skips "
+                f"{taps}, got {tuple(skip_scales)}"
+            )
+        return scales
+
     def _upsampler(self, num_classes: int, factor: int, fixed: bool) -> nn.ConvTranspose2d:
         # default geometry pads by factor/2, so the output is exactly factor x the input
         padding = 0 if self.geometry == "caffe" else factor // 2
@@ -91,12 +111,15 @@ class _FCN(SegmentationModel):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             **super().config,
             "batch_norm": self.encoder.batch_norm,
             "geometry": self.geometry,
             "fixed_upsampling": self.fixed_upsampling,
         }
+        if any(scale != 1.0 for scale in self.skip_scales):  # default models' configs stay as they were
+            config["skip_scales"] = self.skip_scales
+        return config
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__, next(self.encoder.parameters()))
@@ -104,10 +127,15 @@ class _FCN(SegmentationModel):
         h = self.drop6(F.relu(self.fc6(pool5)))
         h = self.score_fr(self.drop7(F.relu(self.fc7(h))))
         if self.stride <= 16:
-            h = self._fuse(self.upscore2(h), self.score_pool4(pool4), "pool4")
+            h = self._fuse(self.upscore2(h), self.score_pool4(self._scale(pool4, 0)), "pool4")
         if self.stride == 8:
-            h = self._fuse(self.upscore_pool4(h), self.score_pool3(pool3), "pool3")
+            h = self._fuse(self.upscore_pool4(h), self.score_pool3(self._scale(pool3, 1)), "pool3")
         return self._crop(self.upscore(h), x, "out")
+
+    def _scale(self, tap: Tensor, skip: int) -> Tensor:
+        # the tap itself, before its score layer (whose bias is not scaled), as FCN8sAtOnce does
+        scale = self.skip_scales[skip]
+        return tap if scale == 1.0 else tap * scale
 
     def _fuse(self, upsampled: Tensor, skip: Tensor, tap: str) -> Tensor:
         if self.geometry == "caffe":
@@ -121,15 +149,24 @@ class _FCN(SegmentationModel):
         return x[:, :, offset : offset + like.shape[-2], offset : offset + like.shape[-1]]
 
     @classmethod
-    def from_pytorch_fcn(cls, checkpoint: StateDictSource, **kwargs) -> _FCN:
-        """Build this FCN from a state dict (or its file) of the Caffe-faithful PyTorch FCN port.
+    def from_pytorch_fcn(cls, checkpoint: StateDictSource, at_once: bool = False, **kwargs) -> _FCN:
+        """Build this FCN from a state dict (or its file) of the Caffe-faithful PyTorch FCN port
+        (wkentaro/pytorch-fcn), e.g. its trainer's ``model_best.pth.tar``.
 
         That port names its layers ``conv1_1 .. conv5_3, fc6, fc7, score_fr, score_pool4,
         score_pool3, upscore2, upscore_pool4`` and ``upscore`` / ``upscore16`` / ``upscore8``. The
         model is built with the Caffe geometry and no BN; ``in_channels`` and ``num_classes`` are read
-        from the weights; ``kwargs`` (e.g. ``fixed_upsampling=True``) go to the constructor.
+        from the weights; ``kwargs`` (e.g. ``fixed_upsampling=True``) go to the constructor, except
+        the options the converter sets itself (``num_classes``, ``in_channels``, ``batch_norm``,
+        ``geometry``, ``skip_scales``), which are a ``ValueError``.
+
+        ``at_once=True`` (FCN8s only) reads the port's ``FCN8sAtOnce``: the same keys, but its
+        forward scales the pool4 / pool3 maps by 0.01 / 0.0001 before their score layers, which the
+        model reproduces with ``skip_scales=(0.01, 0.0001)``. The two files cannot be told apart by
+        their keys: a FCN8sAtOnce file loaded without ``at_once=True`` loads without error and
+        predicts wrongly.
         """
-        return ports.from_pytorch_fcn(cls, checkpoint, **kwargs)
+        return ports.from_pytorch_fcn(cls, checkpoint, at_once=at_once, **kwargs)
 
 
 _DOC = """{name} (Long et al., `arXiv 1411.4038 <https://arxiv.org/abs/1411.4038>`_): {what}
@@ -142,6 +179,9 @@ _DOC = """{name} (Long et al., `arXiv 1411.4038 <https://arxiv.org/abs/1411.4038
     top-left cuts to each tap's size: any H, W >= 1, about half the FLOPs of the Caffe geometry.
     ``geometry="caffe"``: conv1_1 padding 100, valid fc6 and the reference crops, so published
     checkpoints reproduce exactly (see :meth:`from_pytorch_fcn`).
+    ``skip_scales``: one factor per skip (pool4, then pool3) that the pool map is multiplied by
+    before its score layer; default 1 (no scaling). ``(0.01, 0.0001)`` on FCN-8s is the
+    "at once" FCN-8s (pytorch-fcn's FCN8sAtOnce, ``from_pytorch_fcn(..., at_once=True)``).
 
     Input: float (N, in_channels, H, W), any H, W >= 1. Output: logits (N, num_classes, H, W).
     """
@@ -165,3 +205,17 @@ class FCN8s(_FCN):
         name="FCN-8s", what="fc7 scores fused with pool4 then pool3 scores (2x each), then 8x.", stride=8
     )
     stride = 8
+
+    @classmethod
+    def from_pytorch_semseg(cls, checkpoint: StateDictSource, **kwargs) -> FCN8s:
+        """Build an FCN-8s from pytorch-semseg's ``fcn8s`` (meetshah1995/pytorch-semseg) with learned
+        upsampling (``learned_billinear=True``, its default): a state dict, its file, or the
+        trainer's ``{"model_state": ...}`` file, ``module.`` prefixes and all.
+
+        That network is the Caffe FCN-8s under other names (``conv_block1..5``, ``classifier.0/3/6``
+        for fc6, fc7, score_fr, ``upscore4`` for upscore_pool4); the model is built as by
+        :meth:`from_pytorch_fcn` and gives its outputs at any size. semseg's fcn32s, fcn16s and
+        ``learned_billinear=False`` fcn8s upsample with nearest-neighbour ``F.upsample`` instead and
+        are refused. ``kwargs`` as for :meth:`from_pytorch_fcn`.
+        """
+        return ports.from_pytorch_semseg_fcn8s(cls, checkpoint, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..io.state_dict import StateDictSource
@@ -66,6 +67,7 @@ class _SegNetBase(SegmentationModel):
         dropout: str,
         dropout_rate: float,
         unpooling: str,
+        classifier_bn: nn.BatchNorm2d | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout_rate < 1.0:
@@ -78,6 +80,8 @@ class _SegNetBase(SegmentationModel):
         self.encoder = encoder
         self.decoder = decoder
         self.classifier = classifier
+        # BN + ReLU on the logits (pytorch-semseg's SegNet); None: raw classifier outputs
+        self.classifier_bn = classifier_bn
         self.dropout, self.dropout_rate = dropout, dropout_rate
         self.encoder_dropout = nn.ModuleList(_dropout(i in after_encoder, dropout_rate) for i in range(num_stages))
         # decoder stage d mirrors encoder stage num_stages - 1 - d
@@ -112,7 +116,10 @@ class _SegNetBase(SegmentationModel):
         for stage, drop in zip(self.decoder, self.decoder_dropout):
             # popped, so each stage's indices are freed as soon as they are used (at inference)
             x = drop(stage(max_unpool(x, indices.pop(), sizes.pop())))
-        return self.classifier(x)
+        x = self.classifier(x)
+        if self.classifier_bn is not None:
+            x = F.relu(self.classifier_bn(x))
+        return x
 
 
 def _dropout(enabled: bool, rate: float) -> nn.Module:
@@ -141,6 +148,10 @@ class SegNet(_SegNetBase):
     ``unpooling="compact"`` (default) keeps each pooling window's argmax as a uint8 position (8x
     less memory than int64 indices; exports, compiles at changing sizes and trains
     deterministically); ``"native"`` uses ``F.max_unpool2d`` (faster in eager mode on CPU).
+
+    ``classifier_bn_relu=True`` follows the classifier with BatchNorm (``classifier_bn``) and ReLU,
+    so the logits are non-negative: pytorch-semseg's SegNet, whose last decoder block is a
+    conv-BN-ReLU like every other (see :meth:`from_pytorch_semseg`). Not the paper's network.
     """
 
     def __init__(
@@ -154,6 +165,7 @@ class SegNet(_SegNetBase):
         dropout: DropoutPlacement = "none",
         dropout_rate: float = 0.5,
         unpooling: Unpooling = "compact",
+        classifier_bn_relu: bool = False,
     ) -> None:
         decoder_stages = mirror(VGG16)
         # the mirror of conv1_1 is the classifier, so the last decoder stage ends one conv early
@@ -165,12 +177,16 @@ class SegNet(_SegNetBase):
             dropout,
             dropout_rate,
             unpooling,
+            nn.BatchNorm2d(num_classes) if classifier_bn_relu else None,
         )
         load_vgg_backbone(nn.ModuleDict({"encoder": self.encoder}), weights_backbone, batch_norm, progress)
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "batch_norm": self.encoder.batch_norm}
+        config = {**super().config, "batch_norm": self.encoder.batch_norm}
+        if self.classifier_bn is not None:  # default models' configs stay as they were
+            config["classifier_bn_relu"] = True
+        return config
 
     @classmethod
     def from_segnet_pytorch(cls, checkpoint: StateDictSource, **kwargs) -> SegNet:
@@ -179,9 +195,27 @@ class SegNet(_SegNetBase):
         That port names its layers ``conv11, bn11, ..., conv53, bn53`` (encoder) and
         ``conv53d, bn53d, ..., conv12d, bn12d, conv11d`` (decoder; ``conv11d`` is the classifier).
         ``in_channels`` and ``num_classes`` are read from the weights; ``kwargs`` (e.g. ``ceil_mode``)
-        go to :class:`SegNet`. Outputs equal the port's wherever the port runs (multiples of 32).
+        go to :class:`SegNet`, except ``num_classes``, ``in_channels``, ``batch_norm`` and
+        ``classifier_bn_relu``, which the converter sets (a ``ValueError``). Outputs equal the
+        port's wherever the port runs (multiples of 32).
         """
         return ports.from_segnet_pytorch(cls, checkpoint, **kwargs)
+
+    @classmethod
+    def from_pytorch_semseg(cls, checkpoint: StateDictSource, **kwargs) -> SegNet:
+        """Build a SegNet from pytorch-semseg's ``segnet`` (meetshah1995/pytorch-semseg): a state
+        dict, its file, or the trainer's ``{"model_state": ...}`` file, ``module.`` prefixes and all.
+
+        That port names its layers ``downS.convC.cbr_unit.{0: conv, 1: BN}`` and
+        ``upS.convC.cbr_unit.{0,1}``; its pooling is floor mode, unpooled to the pre-pool size, and
+        its last block (``up1.conv2``, the classifier) is conv-BN-ReLU. The model is built with
+        ``ceil_mode=False`` and ``classifier_bn_relu=True`` (both saved in its config), so its outputs
+        equal the port's at every size the port runs (H, W >= 32). ``in_channels`` and
+        ``num_classes`` are read from the weights; ``kwargs`` (e.g. ``unpooling``, ``dropout``) go to
+        :class:`SegNet`, except the options the converter sets (``num_classes``, ``in_channels``,
+        ``batch_norm``, ``ceil_mode``, ``classifier_bn_relu``: a ``ValueError``).
+        """
+        return ports.from_pytorch_semseg_segnet(cls, checkpoint, **kwargs)
 
 
 @register_model("segnet_basic")
