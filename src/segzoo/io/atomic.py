@@ -1,5 +1,8 @@
 """Writing files so that a crash or interrupt leaves the old file or the new one, never half of one.
 
+The data is synced before the rename and the folder after it, so that once :func:`atomic_write`
+returns, a power loss brings back the new file, not the old entry.
+
 A writer killed outright (SIGKILL, power loss) cannot remove its temporary file. The next write
 to the same target removes such leftovers: siblings named exactly as :func:`atomic_write` names
 its temporaries whose writer is gone. A writer holds an exclusive ``flock`` on its temporary
@@ -43,6 +46,23 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _fsync_folder(target.parent)  # the rename itself is a change of the folder, durable only once synced
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (a completed rename) to disk, where the platform allows it."""
+    if os.name == "nt":  # no directory handles to sync; NTFS journals the rename
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a folder; the data itself is synced already
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
