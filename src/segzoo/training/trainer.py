@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationScores
@@ -49,7 +50,8 @@ class Trainer:
 
     ``class_weights`` go to the cross-entropy loss (e.g. :func:`segzoo.median_frequency_weights`).
     With ``out_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever validation
-    mIoU improves; :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
+    mIoU improves (before ``last.pt``, so that a kill in between leaves the pair consistent);
+    :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
     ``run`` (class names, colours, mean/std, data settings; by default described from the
     training loader's dataset and the model) is stored in every checkpoint.
 
@@ -174,9 +176,13 @@ class Trainer:
             return
         logger.info("epoch %d/%d %s", self.epoch, self.config.epochs, _format(record))
         if self.out_dir is not None:
-            self.save(self.out_dir / "last.pt")
+            # best.pt first: last.pt records the best score, so a kill between the two writes leaves
+            # the last.pt of the epoch before, and the resumed run writes this best.pt again
             if improved:
                 self.save(self.out_dir / "best.pt")
+            self.save(self.out_dir / "last.pt")
+            # a killed best.pt write's temporary, which the next best.pt write would remove, if any came
+            remove_stale_temporaries(self.out_dir / "best.pt")
 
     def _train_epoch(self) -> float:
         self._network.train()
