@@ -44,6 +44,72 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# ---- no step trained is an error, and the only batch is never dropped ----
+
+
+@pytest.mark.parametrize(("items", "batch_size", "batches"), [(6, 8, 1), (6, 6, 1), (7, 3, 2), (1, 4, 1)])
+def test_the_training_loader_never_drops_its_only_batch(items, batch_size, batches):
+    """A partial last batch is dropped only when a full one exists (BatchNorm then never sees a
+    lone remainder); a training set smaller than the batch is one batch, not none."""
+    loader = make_loader(_toy(items), batch_size, shuffle=True)
+    assert len(loader) == batches == len(list(loader))
+
+
+def test_a_trainer_with_no_training_batch_refuses_to_start():
+    empty = DataLoader(_toy(3), batch_size=4, drop_last=True)
+    with pytest.raises(ValueError, match="no training batch"):
+        Trainer(segzoo.SegNetBasic(3), empty, config=TrainConfig(epochs=1), device="cpu", progress=False)
+
+
+# ---- progress bars leave the global RNG alone ----
+
+
+def _train_flips(progress, stop_after=2, out_dir=None, resume_from=None):
+    """Two epochs (an interrupted run stops after ``stop_after``) of the flipped toy task."""
+    torch.manual_seed(0)
+    model = segzoo.SegNetBasic(3)
+    config = TrainConfig(epochs=2, lr=0.05, seed=0, deterministic=True)
+    loader = make_loader(_RandomFlips(), 4, shuffle=True, seed=0)
+    trainer = Trainer(model, loader, DataLoader(_toy(), batch_size=8), config, device="cpu", out_dir=out_dir, progress=progress)
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    trainer.config.epochs = stop_after  # the schedule was built for two epochs
+    trainer.fit()
+    return trainer.model.state_dict()
+
+
+def _assert_bitwise_equal(first, second):
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+
+
+def test_progress_bars_do_not_change_the_trained_weights():
+    """tqdm's constructor used to start an iteration of the DataLoader, which draws from the global
+    RNG: the shuffle and the augmentations, so the weights, depended on --no-progress."""
+    _assert_bitwise_equal(_train_flips(progress=False), _train_flips(progress=True))
+
+
+def test_resuming_across_progress_on_and_off_equals_an_uninterrupted_run(tmp_path):
+    uninterrupted = _train_flips(progress=False)
+    _train_flips(progress=True, stop_after=1, out_dir=tmp_path)
+    _assert_bitwise_equal(uninterrupted, _train_flips(progress=False, resume_from=tmp_path / "last.pt"))
+
+
+def test_the_training_order_does_not_depend_on_the_global_rng():
+    """make_loader's shuffle comes from its own generator, seeded from (seed, epoch)."""
+    loader = make_loader(TensorDataset(torch.arange(32)), 4, shuffle=True, seed=3)
+    torch.manual_seed(0)
+    first = [batch[0].tolist() for batch in loader]
+    torch.manual_seed(1)
+    again = [batch[0].tolist() for batch in loader]
+    assert first != again, "a new order every epoch (iteration)"
+    loader.sampler.set_epoch(0)
+    torch.manual_seed(2)
+    assert [batch[0].tolist() for batch in loader] == first
+    other = make_loader(TensorDataset(torch.arange(32)), 4, shuffle=True, seed=4)
+    assert [batch[0].tolist() for batch in other] != first
+
+
 # ---- best.pt and last.pt ----
 
 

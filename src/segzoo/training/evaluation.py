@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -105,11 +105,40 @@ def ignore_label(ignore_index: int | None) -> int:
 
 
 def progress_bar(iterable: Iterable, enabled: bool, description: str) -> Iterable:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm  # renders as a widget in notebooks, as text in a terminal
+    """``iterable`` itself, or with ``enabled`` a :class:`ProgressBar` over it."""
+    return ProgressBar(iterable, description) if enabled else iterable
 
-    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True)
+
+class ProgressBar:
+    """A tqdm bar (a widget in notebooks, text in a terminal) that iterates ``iterable`` exactly
+    once, when it is iterated itself, and shows ``set_postfix`` values.
+
+    ``tqdm.auto.tqdm(loader)`` starts an iteration of the loader in its constructor and throws it
+    away: for a DataLoader that draws a seed from the global RNG (so the shuffle, augmentations and
+    dropout, hence the trained weights, depended on whether the bar was shown) and starts and stops
+    its worker processes. This bar is given only the length.
+    """
+
+    def __init__(self, iterable: Iterable, description: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.iterable = iterable
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        self.bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self.iterable:
+                yield item
+                self.bar.update()
+        finally:
+            self.bar.close()
+
+    def set_postfix(self, **values: Any) -> None:
+        self.bar.set_postfix(**values)
 
 
 @torch.no_grad()

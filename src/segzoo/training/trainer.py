@@ -99,6 +99,11 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         batches = len(train_loader)  # type: ignore[arg-type]
         distributed.check_equal(batches, "the number of training batches (use make_loader(..., distributed=True))", self.device)
+        if batches == 0:
+            raise ValueError(
+                f"the training loader yields no training batch ({_items(train_loader)}), so no step would be trained; "
+                "lower the batch size or keep the last partial batch (make_loader does)"
+            )
         # depends on the world size and batch size, so resume() recomputes the step from the epoch
         self.steps_per_epoch = math.ceil(batches / self.config.accumulate_steps)
         self.scheduler = self._build_scheduler(step=0)
@@ -295,6 +300,14 @@ class _Schedule:
         if self.kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
+
+
+def _items(loader: Iterable) -> str:
+    dataset, size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    try:
+        return f"{len(dataset)} items, batch size {size}, drop_last={getattr(loader, 'drop_last', None)}"  # type: ignore[arg-type]
+    except TypeError:
+        return "no items"
 
 
 def _format(record: dict[str, float]) -> str:
