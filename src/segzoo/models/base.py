@@ -65,7 +65,8 @@ class SegmentationModel(nn.Module):
         float dtype, converted to the model's). uint8 input is scaled to [0, 1] and normalised with
         ``mean``/``std``; PIL images of any mode are converted to RGB first. With
         ``return_probabilities``, softmax probabilities (N, C, H, W) instead. Runs in eval mode and
-        restores the previous mode afterwards."""
+        restores the previous mode afterwards. Non-finite logits (non-finite weights or input) are
+        a ``ValueError`` naming the images, never labels."""
         batch = self.prepare(images)
         was_training = self.training
         self.eval()
@@ -73,6 +74,13 @@ class SegmentationModel(nn.Module):
             logits = self(batch)
         finally:
             self.train(was_training)
+        finite = torch.isfinite(logits).flatten(1).all(1)
+        if not finite.all():  # argmax would label them class 0 (or wherever the NaN sits), silently
+            images = (~finite).nonzero().flatten().tolist()
+            raise ValueError(
+                f"the model's logits for image(s) {images[:10]} are not finite (NaN or infinity); expected finite "
+                "logits: non-finite weights (a diverged run?) or non-finite input"
+            )
         return logits.softmax(1) if return_probabilities else logits.argmax(1)
 
     def prepare(self, images: Any) -> Tensor:
