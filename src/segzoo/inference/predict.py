@@ -41,7 +41,7 @@ def predict_files(
         try:
             with Image.open(path) as file:
                 image = image_to_tensor(file)
-        except (OSError, SyntaxError) as error:
+        except (OSError, SyntaxError, ValueError) as error:  # ValueError: a mode segzoo refuses (io.images)
             raise ValueError(f"cannot read image {path}: {error}") from error
         resized = image
         if eval_size:

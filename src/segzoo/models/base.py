@@ -63,7 +63,8 @@ class SegmentationModel(nn.Module):
         """Class labels (N, H, W) for PIL images (one or a list), uint8 tensors (3, H, W) /
         (N, 3, H, W), uint8 arrays (H, W, 3) / (N, H, W, 3), or an already normalised float batch (any
         float dtype, converted to the model's). uint8 input is scaled to [0, 1] and normalised with
-        ``mean``/``std``; PIL images of any mode are converted to RGB first. With
+        ``mean``/``std``; PIL images are read as shown (EXIF orientation applied, 16-bit scaled to
+        8 bits; see :mod:`segzoo.io.images`) and converted to RGB first. With
         ``return_probabilities``, softmax probabilities (N, C, H, W) instead. Runs in eval mode and
         restores the previous mode afterwards. Non-finite logits (non-finite weights or input) are
         a ``ValueError`` naming the images, never labels."""
@@ -128,7 +129,9 @@ def _to_tensor(image: Any) -> Tensor:
 
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, a numpy array or a tensor, got {type(image).__name__}")
-        image = np.asarray(image.convert("RGB"))
+        from ..io.images import rgb_array
+
+        image = rgb_array(image)  # as shown: EXIF orientation, 16-bit scaled to 8 bits
     if image.ndim not in (3, 4):
         raise ValueError(f"expected an HWC image or NHWC batch array, got shape {image.shape}")
     # a copy: the tensor must not share (possibly read-only) memory with the caller's array
