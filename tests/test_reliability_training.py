@@ -4,6 +4,7 @@ saves a diverged model, and keeps best.pt and last.pt consistent."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import pytest
@@ -110,6 +111,73 @@ def test_the_training_order_does_not_depend_on_the_global_rng():
     assert [batch[0].tolist() for batch in other] != first
 
 
+# ---- a diverged run stops and is never saved as best ----
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = _toy()
+    torch.manual_seed(0)
+    trainer = Trainer(
+        segzoo.SegNetBasic(3), DataLoader(data, batch_size=4), DataLoader(data, batch_size=8),
+        TrainConfig(epochs=3, lr=0.01), device="cpu", out_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    original = Trainer._train_epoch
+
+    def poisoned_second_epoch(self):
+        if self.epoch == 1:
+            data.tensors[0][5, 0, 3, 3] = float("nan")
+        return original(self)
+
+    trainer._train_epoch = poisoned_second_epoch.__get__(trainer)
+    with pytest.raises(FloatingPointError, match=r"epoch 2.*(nan|not finite).*last\.pt") as info:
+        trainer.fit()
+    assert "\n" not in str(info.value)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(tmp_path / name)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), name
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_non_finite_weights_are_never_saved(tmp_path):
+    """The epoch's one step has a finite loss but leaves a non-finite weight (as an overflowing
+    update does): validating that model and saving it as best.pt is what must not happen."""
+    data = _toy()
+    torch.manual_seed(0)
+    trainer = Trainer(
+        segzoo.SegNetBasic(3), DataLoader(data, batch_size=8), DataLoader(data, batch_size=8),
+        TrainConfig(epochs=2, lr=0.01), device="cpu", out_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    step = trainer.optimizer.step
+
+    def overflowing_step(*args, **kwargs):
+        result = step(*args, **kwargs)
+        with torch.no_grad():
+            trainer.model.classifier.bias[1] = float("inf")
+        return result
+
+    trainer.optimizer.step = overflowing_step
+    with pytest.raises(FloatingPointError, match="epoch 1.*classifier.bias") as info:
+        trainer.fit()
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+
+
+def test_a_batch_with_every_pixel_ignored_trains_nothing_and_is_no_divergence():
+    """Its mean loss is 0 / 0: as NaN it made every weight NaN; it now contributes no gradient."""
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    masks = torch.full((4, 16, 16), 255, dtype=torch.int64)
+    masks[2:] = 1
+    torch.manual_seed(0)
+    trainer = Trainer(
+        segzoo.SegNetBasic(3), DataLoader(TensorDataset(x, masks), batch_size=2), config=TrainConfig(epochs=1, lr=0.01, ignore_index=255),
+        device="cpu", progress=False,
+    )  # fmt: skip
+    history = trainer.fit()
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
+    assert math.isfinite(history[0]["train_loss"])
+
+
 # ---- best.pt and last.pt ----
 
 
@@ -154,3 +222,4 @@ def test_a_killed_best_writes_leftover_goes_even_if_best_never_improves_again(tm
     trainer.fit()
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+

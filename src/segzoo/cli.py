@@ -19,7 +19,7 @@ from .io.checkpoint import load, load_weights
 from .models.registry import get_model, list_models
 from .models.segnet import DROPOUT_PLACEMENTS
 from .models.summary import model_table
-from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, demo, distributed, evaluate_checkpoint, train
+from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed, evaluate_checkpoint, train
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as error:
         print(f"segzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:  # not a user error, but as plain: the last good checkpoints are kept
+        print(f"segzoo {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"segzoo {args.command}: interrupted (completed checkpoints are kept)", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ from .distributed import ShardSampler, process_group
 from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
 from .loaders import make_loader
 from .run import RunResult, demo, train
-from .trainer import History, Trainer
+from .trainer import History, Trainer, TrainingDiverged
 
 __all__ = [
     "OPTIMIZERS",
@@ -21,6 +21,7 @@ __all__ = [
     "ShardSampler",
     "TrainConfig",
     "Trainer",
+    "TrainingDiverged",
     "demo",
     "evaluate",
     "evaluate_checkpoint",

@@ -37,6 +37,11 @@ from .evaluation import amp_dtype, evaluate, ignore_label, progress_bar, summed_
 
 logger = logging.getLogger(__name__)
 
+
+class TrainingDiverged(FloatingPointError):
+    """Training stopped on a non-finite loss or non-finite weights; the last good checkpoints are kept."""
+
+
 @dataclass
 class History:
     """One dict per finished epoch: losses, validation scores, LR and seconds."""
@@ -167,6 +172,7 @@ class Trainer:
         record: dict[str, float] = {"epoch": self.epoch + 1, "train_loss": self._train_epoch()}
         # every process then evaluates (and rank 0 saves) the same model: rank 0's
         distributed.broadcast_buffers(self.model)
+        self._check_finite_weights()  # a diverged model is never validated, nor saved as best.pt
         if self.val_loader is not None:
             val_loss, scores = self.validate(self.val_loader)
             record.update(val_loss=val_loss, **scores.summary())
@@ -206,7 +212,11 @@ class Trainer:
             with self._network.no_sync() if no_sync else nullcontext():  # type: ignore[operator]
                 with self._autocast():
                     loss_sum, weight = summed_loss(self.criterion, self._network(images), masks)
-                    loss = loss_sum / weight  # = self.criterion(logits, masks), also on CUDA in deterministic mode
+                    # = self.criterion(logits, masks), also on CUDA in deterministic mode; a batch with no
+                    # counted pixel (all ignored) is 0 / tiny = 0 with zero gradients, not 0 / 0 = NaN
+                    loss = loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)
+                if not distributed.is_active() and not math.isfinite(value := loss.item()):
+                    raise self._diverged(f"the training loss is {value} at step {index + 1}")
                 self.scaler.scale(loss / accumulate).backward()
             if last_of_group:
                 self.scaler.step(self.optimizer)
@@ -219,7 +229,24 @@ class Trainer:
                 last = self.history.epochs[-1].get("mean_iou") if self.history.epochs else None
                 bar.set_postfix(loss=f"{total / batches:.4f}", **({"val_mIoU": f"{last:.3f}"} if last is not None else {}))
         total, batches = distributed.all_reduce_sum([total, batches], self.device)
+        if not math.isfinite(total):  # under DDP, every process sees the summed loss and stops alike
+            raise self._diverged(f"the training loss is {total / max(batches, 1)}")
         return total / max(batches, 1)
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        kept = "nothing was saved" if self.out_dir is None else (
+            f"{self.out_dir / 'last.pt'} keeps epoch {self.epoch}, best.pt the best before it" if self.epoch else "no checkpoint was written"
+        )  # fmt: skip
+        return TrainingDiverged(
+            f"training diverged in epoch {self.epoch + 1}: {what}; this epoch is not saved ({kept}). "
+            "Lower the learning rate (--lr), or look for NaN or infinite values in the data"
+        )
+
+    def _check_finite_weights(self) -> None:
+        """:class:`TrainingDiverged` if any weight or buffer is NaN or infinite (never validated or saved)."""
+        bad = [name for name, tensor in self.model.state_dict().items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+        if bad:
+            raise self._diverged(f"non-finite weights after training ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
 
     def validate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, SegmentationScores]:
         """Mean loss and scores of the model on ``loader`` with this run's loss (see :func:`evaluate`)."""
