@@ -63,6 +63,33 @@ def _snapshot(folder):
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
+# ---- layouts that do not fit ----
+
+
+def _camvid(root):
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / "a.png")
+        mask = np.zeros((8, 8), np.uint8)
+        mask[0] = 11
+        Image.fromarray(mask, mode="L").save(root / f"{split}annot" / "a.png")
+    return root
+
+
+def test_evaluating_on_camvid_a_checkpoint_with_another_ignore_label_is_one_line(tmp_path, capsys):
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "model.pt", segzoo.SegNetBasic(11), metadata={"ignore_index": 255})
+    _one_line_error(capsys, "ignore", "camvid", result=main(["evaluate", str(checkpoint), "--data", str(_camvid(tmp_path / "camvid")), "--layout", "camvid"]))
+
+
+@pytest.mark.parametrize("extra", [("--num-classes", "5"), ("--ignore-index", "255")])
+def test_training_on_camvid_refuses_class_settings_it_would_ignore(tmp_path, capsys, extra):
+    argv = ["train", "--model", "segnet_basic", "--data", str(_camvid(tmp_path / "camvid")), "--layout", "camvid",
+            "--out", str(tmp_path / "run"), "--no-progress", *extra]  # fmt: skip
+    _one_line_error(capsys, "camvid", extra[0][2:].replace("-", "_"), result=main(argv))
+
+
 # ---- checkpoints that do not fit ----
 
 

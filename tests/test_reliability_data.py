@@ -118,3 +118,31 @@ def test_images_without_a_defined_range_are_refused(tmp_path, pixels, mention):
     Image.fromarray(np.zeros(pixels.shape, np.uint8), mode="L").save(tmp_path / "masks" / "x.png")
     with pytest.raises(ValueError, match=mention):
         SegmentationFolder(tmp_path / "images", tmp_path / "masks", 3)
+
+
+# ---- CamVid's fixed classes ----
+
+
+def _camvid(root):
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(root / split / "a.png")
+        mask = np.zeros((4, 6), np.uint8)
+        mask[0] = 11
+        Image.fromarray(mask, mode="L").save(root / f"{split}annot" / "a.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "ignore_index", "mention"), [(5, None, "num_classes"), (None, 255, "ignore_index"), (12, 11, "num_classes")]
+)
+def test_the_camvid_layout_refuses_class_settings_it_would_ignore(tmp_path, num_classes, ignore_index, mention):
+    with pytest.raises(ValueError, match=mention) as info:
+        open_splits(_camvid(tmp_path), "camvid", num_classes=num_classes, ignore_index=ignore_index)
+    assert "camvid" in str(info.value).lower() and "\n" not in str(info.value)
+
+
+def test_the_camvid_layout_accepts_its_own_settings(tmp_path):
+    train, _ = open_splits(_camvid(tmp_path), "camvid", num_classes=11, ignore_index=11)
+    assert isinstance(train, CamVid) and train.num_classes == 11 and train.ignore_index == 11

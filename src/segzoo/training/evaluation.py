@@ -183,9 +183,15 @@ def evaluate_checkpoint(
 ) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
     scores, the checkpoint's run description and the pictures written to ``out_dir``."""
-    from ..data import open_split
+    from ..data import layout_classes, open_split
 
     model, run = load_run(checkpoint)
+    try:
+        layout_classes(layout, model.num_classes, run.ignore_index)
+    except ValueError as error:
+        raise ValueError(
+            f"{checkpoint} ({model.num_classes} classes, ignore label {run.ignore_index}) cannot be scored on the {layout} layout: {error}"
+        ) from None
     dataset = open_split(root, layout, split, model.num_classes, run.ignore_index)
     if run.ignore_index is None and dataset.ignore_index is not None:
         run = replace(run, ignore_index=dataset.ignore_index)
