@@ -63,6 +63,151 @@ def _snapshot(folder):
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
+# ---- --out of a run that exists ----
+
+
+@pytest.mark.parametrize("extra", [(), ("--num-classes", "5")])
+def test_training_into_a_previous_runs_folder_is_refused(trained, capsys, extra):
+    """Refused before the data is read: --data points nowhere, and the error is about --out."""
+    before = _snapshot(trained)
+    argv = [*_train_args("/nonexistent/data", trained), *extra]
+    _one_line_error(capsys, "--resume", "--overwrite", str(trained), result=main(argv))
+    assert _snapshot(trained) == before
+
+
+def test_the_demo_refuses_a_previous_runs_folder_too(trained, capsys):
+    before = _snapshot(trained)
+    _one_line_error(capsys, "--overwrite", result=main(["demo", "--out", str(trained), "--epochs", "1", "--images", "16"]))
+    assert _snapshot(trained) == before
+
+
+def test_overwrite_replaces_a_run_on_purpose(folder_dataset, tmp_path, capsys):
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "best.pt", segzoo.SegNetBasic(7), epoch=9)
+    save_checkpoint(tmp_path / "last.pt", segzoo.SegNetBasic(7), epoch=9)
+    assert main(_train_args(folder_dataset, tmp_path, "--overwrite")) == 0
+    for name in ("best.pt", "last.pt"):
+        checkpoint = load_checkpoint(tmp_path / name)
+        assert checkpoint["epoch"] == 1 and checkpoint["model"]["config"]["num_classes"] == 3
+
+
+def test_resume_needs_a_last_checkpoint(folder_dataset, tmp_path, capsys):
+    _one_line_error(capsys, "last.pt", "--resume", result=main(_train_args(folder_dataset, tmp_path, "--resume")))
+
+
+def test_resume_and_overwrite_exclude_each_other(folder_dataset, trained, capsys):
+    _one_line_error(capsys, "--resume", "--overwrite", result=main(_train_args(folder_dataset, trained, "--resume", "--overwrite")))
+
+
+# ---- --out that cannot be written ----
+
+
+@pytest.mark.parametrize("command", ["train", "demo", "evaluate", "predict"])
+def test_an_out_folder_that_is_a_file_is_refused_before_any_work(folder_dataset, trained, tmp_path, capsys, command):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    image = str(folder_dataset / "val" / "images" / "0.png")
+    argv = {
+        "train": _train_args(folder_dataset, out),
+        "demo": ["demo", "--out", str(out), "--epochs", "1", "--images", "16", "--no-progress"],
+        "evaluate": ["evaluate", str(trained / "best.pt"), "--data", str(folder_dataset), "--out", str(out)],
+        "predict": ["predict", str(trained / "best.pt"), image, "--out", str(out)],
+    }[command]
+    _one_line_error(capsys, str(out), "not a folder", result=main(argv))
+    assert out.read_text() == "not a folder"
+
+
+def test_a_read_only_out_folder_is_refused_before_any_work(folder_dataset, tmp_path, capsys, monkeypatch):
+    """Simulated with os.access, as root writes anywhere; a real read-only folder follows when not root."""
+    out = tmp_path / "readonly"
+    out.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.fspath(path) == str(out) else access(path, mode, **kw))
+    _one_line_error(capsys, str(out), "not writable", result=main(_train_args("/nonexistent/data", out / "run")))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into read-only folders")
+def test_a_really_read_only_out_folder(folder_dataset, tmp_path, capsys):
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        _one_line_error(capsys, "not writable", result=main(_train_args(folder_dataset, out)))
+    finally:
+        out.chmod(0o755)
+
+
+def test_export_into_an_existing_folder_is_refused_before_exporting(trained, tmp_path, capsys, monkeypatch):
+    def exported(*args, **kwargs):
+        pytest.fail("the export ran")
+
+    monkeypatch.setattr(segzoo.cli, "export_onnx", exported)
+    monkeypatch.setattr(segzoo.cli, "export_program", exported)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for fmt in ("onnx", "exported-program"):
+        _one_line_error(capsys, str(folder), "folder", result=main(["export", str(trained / "best.pt"), "--format", fmt, "--out", str(folder)]))
+    (tmp_path / "file").write_text("x")
+    _one_line_error(capsys, "file", result=main(["export", str(trained / "best.pt"), "--out", str(tmp_path / "file" / "model.onnx")]))
+
+
+# ---- training that would silently do nothing, or go wrong ----
+
+
+def test_a_batch_larger_than_the_training_set_still_trains(folder_dataset, tmp_path):
+    argv = _train_args(folder_dataset, tmp_path)
+    argv[argv.index("--batch-size") + 1] = "10"  # 6 training images
+    assert main(argv) == 0
+    history = load_checkpoint(tmp_path / "last.pt")["history"]
+    assert history[0]["train_loss"] > 0, "no step was trained"
+
+
+def test_a_diverging_run_stops_with_one_line_and_saves_nothing_diverged(folder_dataset, tmp_path, capsys):
+    argv = _train_args(folder_dataset, tmp_path)
+    argv[argv.index("--lr") + 1] = "1e30"
+    _one_line_error(capsys, "diverged", status=1, result=main(argv))
+    assert not (tmp_path / "best.pt").exists()
+
+
+# ---- devices ----
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "gpu", "tpu:0", "cuda:x"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_an_unusable_device_is_one_line_before_any_work(trained, folder_dataset, tmp_path, capsys, device, command):
+    argv = {
+        "train": _train_args("/nonexistent/data", tmp_path / "run"),
+        "evaluate": ["evaluate", str(trained / "best.pt"), "--data", "/nonexistent/data"],
+        "predict": ["predict", str(trained / "best.pt"), "/nonexistent.png", "--out", str(tmp_path / "out")],
+    }[command]
+    _one_line_error(capsys, device, result=main([*argv, "--device", device]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys):
+    _one_line_error(capsys, "cuda", "not available", result=main([*_train_args("/nonexistent/data", tmp_path), "--device", "cuda"]))
+
+
+# ---- offline pretrained weights ----
+
+
+def test_offline_default_weights_are_one_line_before_the_data_is_read(folder_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    argv = ["train", "--model", "segnet", "--weights-backbone", "DEFAULT", "--data", "/nonexistent/data", "--num-classes", "3",
+            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    started = time.perf_counter()
+    err = _one_line_error(capsys, "vgg16_bn-6c64b313.pth", str(tmp_path / "empty_torch_home"), result=main(argv))
+    assert len(calls) == 1 and time.perf_counter() - started < 20, err
+    assert not (tmp_path / "run").exists()
+
+
 # ---- layouts that do not fit ----
 
 

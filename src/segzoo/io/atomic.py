@@ -105,3 +105,29 @@ def _create_locked(target: Path) -> tuple[Path, IO[bytes]]:
             if os.stat(temporary).st_ino == os.fstat(file.fileno()).st_ino:
                 return temporary, file
         file.close()
+
+
+def check_writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` if files can be written into it (it exists as a writable folder, or can be created
+    as one): ``ValueError`` naming the problem otherwise, before any work is done. Nothing is
+    written; write permission is what ``os.access`` says (so also a read-only file system)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{what} {folder} is a file, not a folder; choose another path")
+    existing = next(candidate for candidate in (folder, *folder.parents) if candidate.exists() or candidate == Path(candidate.anchor))
+    if existing != folder and not existing.is_dir():
+        raise ValueError(f"{what} {folder} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        place = "it" if existing == folder else f"{existing}"
+        raise ValueError(f"{what} {folder} is not writable: {place} is read-only (permissions or file system)")
+    return folder
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """``path`` if :func:`atomic_write` can write it: not a folder, in a folder that is (or can be
+    created) writable; ``ValueError`` otherwise, before any work is done."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{what} {target} is an existing folder; give a file name (e.g. {target / 'model.onnx'})")
+    check_writable_folder(target.parent, f"the folder of {what} {target}")
+    return target

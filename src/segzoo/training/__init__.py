@@ -10,7 +10,7 @@ from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .distributed import ShardSampler, process_group
 from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
 from .loaders import make_loader
-from .run import RunResult, demo, train
+from .run import RunResult, demo, prepare_out_dir, train
 from .trainer import History, Trainer, TrainingDiverged
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_dataset",
     "make_loader",
+    "prepare_out_dir",
     "process_group",
     "train",
 ]

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from .. import viz
+from .._checks import check_device
 from ..data import denormalize, eval_transforms
+from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationMetrics, SegmentationScores
@@ -185,6 +187,10 @@ def evaluate_checkpoint(
     scores, the checkpoint's run description and the pictures written to ``out_dir``."""
     from ..data import layout_classes, open_split
 
+    if out_dir is not None:
+        check_writable_folder(out_dir, "output folder (--out)")
+    if device is not None:
+        device = check_device(device, "device (--device)")
     model, run = load_run(checkpoint)
     try:
         layout_classes(layout, model.num_classes, run.ignore_index)
