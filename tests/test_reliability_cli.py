@@ -151,6 +151,58 @@ def test_export_into_an_existing_folder_is_refused_before_exporting(trained, tmp
     _one_line_error(capsys, "file", result=main(["export", str(trained / "best.pt"), "--out", str(tmp_path / "file" / "model.onnx")]))
 
 
+# ---- predict: one output per input ----
+
+
+def test_predict_writes_one_output_per_input_even_when_stems_collide(trained, folder_dataset, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    for folder in ("a", "b"):
+        (inputs / folder).mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    pictures = {name: rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for name in ("a/frame.png", "b/frame.png", "x.png", "x.jpg", "solo.png")}
+    for name, pixels in pictures.items():
+        Image.fromarray(pixels).save(inputs / name)
+    paths = [str(inputs / name) for name in pictures] + [str(inputs / "x.png")]  # x.png given twice
+    out = tmp_path / "out"
+    assert main(["predict", str(trained / "best.pt"), *paths, "--out", str(out)]) == 0
+    masks = sorted(out.glob("*_mask.png"))
+    assert len(masks) == len(pictures), [m.name for m in masks]
+    assert (out / "solo_mask.png").is_file(), "a unique stem keeps its plain name"
+    names = segzoo.inference.predict.output_names(paths)
+    assert len(set(names[:-1])) == len(pictures) and names[-1] == names[2]
+    model = segzoo.load(trained / "best.pt")
+    for path, name in zip(paths, names):
+        expected = model.predict(Image.open(path))[0].numpy()
+        np.testing.assert_array_equal(np.array(Image.open(out / f"{name}_mask.png")), expected)
+    again = tmp_path / "again"
+    assert main(["predict", str(trained / "best.pt"), *reversed(paths), "--out", str(again)]) == 0
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in out.iterdir()), "names do not depend on the order"
+
+
+def test_predict_orients_phone_photos_as_shown(trained, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif)
+    out = tmp_path / "out"
+    assert main(["predict", str(trained / "best.pt"), str(tmp_path / "phone.png"), "--out", str(out)]) == 0
+    mask = Image.open(out / "phone_mask.png")
+    assert mask.size == (40, 48) and Image.open(out / "phone_overlay.png").size == (40, 48)
+    shown = ImageOps.exif_transpose(Image.open(tmp_path / "phone.png"))
+    np.testing.assert_array_equal(np.array(mask), segzoo.load(trained / "best.pt").predict(np.array(shown))[0].numpy())
+
+
+def test_predict_refuses_a_checkpoint_with_non_finite_weights(trained, folder_dataset, tmp_path, capsys):
+    model = segzoo.load(trained / "best.pt")
+    with torch.no_grad():
+        model.classifier.bias[0] = float("nan")
+    checkpoint = save_checkpoint(tmp_path / "diverged.pt", model)
+    out = tmp_path / "out"
+    image = str(folder_dataset / "val" / "images" / "0.png")
+    _one_line_error(capsys, "non-finite", "classifier.bias", result=main(["predict", str(checkpoint), image, "--out", str(out)]))
+    assert not out.exists() or not any(out.iterdir())
+
+
 # ---- training that would silently do nothing, or go wrong ----
 
 
