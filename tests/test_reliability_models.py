@@ -161,3 +161,16 @@ def test_metrics_check_their_arguments(build, error, argument):
 )
 def test_train_config_checks_its_fields(kwargs, error, argument):
     assert_refused(lambda: TrainConfig(**kwargs), error, argument)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "argument"),
+    [
+        (lambda: segzoo.data.SyntheticShapes(8, class_textures="yes"), TypeError, "class_textures"),
+        (lambda: segzoo.training.Trainer(segzoo.SegNetBasic(3), [], device="gpu"), ValueError, "gpu"),
+        (lambda: segzoo.training.Trainer(segzoo.SegNetBasic(3), [], device="cuda:99"), ValueError, "cuda:99"),
+        (lambda: segzoo.training.Trainer(segzoo.SegNetBasic(3), [], progress="no"), TypeError, "progress"),
+    ],
+)
+def test_datasets_and_the_trainer_check_their_arguments(build, error, argument):
+    assert_refused(build, error, argument)

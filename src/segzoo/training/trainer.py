@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._checks import check_bool
 from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
@@ -81,6 +82,7 @@ class Trainer:
         progress: bool = True,
         run: RunDescription | None = None,
     ) -> None:
+        check_bool("progress", progress)
         self.config = config or TrainConfig()
         if self.config.deterministic and getattr(model, "unpooling", None) == "native":
             raise ValueError(
