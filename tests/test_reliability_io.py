@@ -64,7 +64,7 @@ def _checkpoint(tmp_path, **changes):
     ],
 )
 def test_malformed_checkpoints_fail_in_one_line(tmp_path, changes, mention):
-    path, model = _checkpoint(tmp_path, **changes)
+    path, _ = _checkpoint(tmp_path, **changes)
     for read in (load, load_run, lambda p: load_weights(segzoo.SegNetBasic(3), p)):
         with pytest.raises(ValueError) as info:
             read(path)
@@ -86,7 +86,7 @@ def no_network(tmp_path, monkeypatch):
 @pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "/nonexistent/vgg16_bn.pth"])
 def test_a_config_asking_for_backbone_weights_loads_from_the_file_alone(tmp_path, no_network, weights):
     """The weights come from the checkpoint: a config naming weights_backbone must not download them."""
-    path, model = _checkpoint(tmp_path)
+    path, _ = _checkpoint(tmp_path)
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["model"] = {"name": "segnet", "config": {"num_classes": 3, "weights_backbone": weights, "progress": True}}
     torch.manual_seed(0)

@@ -19,12 +19,11 @@ from .inference import predict_files
 from .io.atomic import check_writable_file
 from .io.checkpoint import load, load_weights
 from .models.registry import get_model, list_models
-from .models.weights import WeightsUnavailable
 from .models.segnet import DROPOUT_PLACEMENTS
 from .models.summary import model_table
-from .training import (
-    OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed, evaluate_checkpoint, prepare_out_dir, train,
-)  # fmt: skip
+from .models.weights import WeightsUnavailable
+from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed, evaluate_checkpoint
+from .training import prepare_out_dir, train
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
