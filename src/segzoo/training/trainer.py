@@ -160,6 +160,10 @@ class Trainer:
     def fit(self) -> list[dict[str, float]]:
         """Train the remaining epochs; returns the history (one dict per epoch).
 
+        A non-finite training loss, or a non-finite weight after an epoch, stops training with
+        :class:`TrainingDiverged` before that epoch is validated or saved: ``last.pt`` and
+        ``best.pt`` keep the last good epochs.
+
         With ``config.deterministic``, ``torch.use_deterministic_algorithms(True)`` and
         ``cudnn.benchmark = False`` hold during the call and the previous settings come back after.
         """
