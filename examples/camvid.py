@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(90, 120), metavar=("H", "W"), help="train/eval resolution")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default="camvid-run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's checkpoints in --out")
     parser.add_argument("--mc", type=int, default=8, help="Monte Carlo dropout samples (bayesian recipe)")
     args = parser.parse_args()
 
@@ -41,7 +42,7 @@ def main() -> None:
         model = segzoo.SegNet(num_classes=11, weights_backbone=args.weights)
         config = TrainConfig(epochs=args.epochs, lr=1e-3, encoder_lr_scale=0.1)
     data = DataConfig(batch_size=args.batch_size, eval_size=tuple(args.size), class_weights="median")
-    result = train(model, train_set, val_set, args.out, config, data)
+    result = train(model, train_set, val_set, args.out, config, data, overwrite=args.overwrite)
     seconds = sum(r["seconds"] for r in result.history)
     print(f"{args.recipe}: {len(result.history)} epochs at {args.size[0]}x{args.size[1]} in {seconds:.0f} s")
     print(result.scores.table(result.class_names))

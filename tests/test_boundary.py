@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 import segzoo
 from segzoo.metrics.boundary import BoundaryF1, boundary_f1
-from support.properties import CASES, assert_accepted, assert_names_labels, assert_works_or_clear_error, label_maps, label_problems
+from support.properties import (
+    CASES,
+    assert_accepted,
+    assert_names_labels,
+    assert_rejected,
+    assert_works_or_clear_error,
+    label_maps,
+    label_problems,
+)
 from support.reference_boundary import reference_bf
 
 NAN = float("nan")
@@ -261,6 +269,9 @@ def test_bad_inputs():
 def test_boundary_f1_matches_the_brute_force_reference_and_reports_bad_labels(case, tolerance):
     prediction, target, num_classes, ignore = case
     result = assert_works_or_clear_error(lambda: segzoo.boundary_f1(prediction, target, num_classes, ignore, tolerance))
+    if prediction.is_floating_point() and not torch.isfinite(prediction).all():
+        assert_rejected(result, ValueError, "non-finite")
+        return
     bad_target, bad_prediction = label_problems(prediction, target, num_classes, ignore)
     if bad_target or bad_prediction:
         assert_names_labels(result, bad_target or bad_prediction)

@@ -163,3 +163,80 @@ def test_sigkill_at_random_moments_never_loses_the_last_checkpoint(tmp_path):
     assert [record["epoch"] for record in history] == list(range(1, stored + 3))
     assert load_checkpoint(last)["epoch"] == stored + 2
     assert os.listdir(out) == ["last.pt"], "the last save removed every leftover"
+
+
+# Trains with validation (so best.pt is written) and dies by SIGKILL in the middle of its second
+# best.pt write: the temporary is created and locked, nothing is renamed.
+_KILLED_DURING_BEST = """
+import os, signal, sys
+from pathlib import Path
+signal.alarm(120)
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+import segzoo
+from segzoo.io.atomic import atomic_write
+import segzoo.training.trainer as trainer_module
+
+torch.set_num_threads(1)
+out, epochs, kill_at = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+g = torch.Generator().manual_seed(0)
+x = torch.randn(8, 3, 16, 16, generator=g)
+data = TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long())
+save, best_writes = trainer_module.save_checkpoint, []
+
+
+def save_or_die(path, *args, **kwargs):
+    if Path(path).name == "best.pt":
+        best_writes.append(path)
+        if len(best_writes) == kill_at:
+            with atomic_write(path) as file:
+                file.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+    return save(path, *args, **kwargs)
+
+
+trainer_module.save_checkpoint = save_or_die
+torch.manual_seed(0)
+config = segzoo.TrainConfig(epochs=epochs, lr=0.05, seed=0)
+trainer = segzoo.Trainer(
+    segzoo.SegNetBasic(3), DataLoader(data, batch_size=4, shuffle=True), DataLoader(data, batch_size=8),
+    config=config, device="cpu", out_dir=out, progress=False,
+)
+if (out / "last.pt").exists():
+    trainer.resume(out / "last.pt")
+trainer.fit()
+"""
+
+
+def _best_epoch(history):
+    best, epoch = -float("inf"), None
+    for record in history:
+        if record["mean_iou"] > best:
+            best, epoch = record["mean_iou"], record["epoch"]
+    return epoch
+
+
+def _assert_best_matches_last(out):
+    """best.pt is the checkpoint of the best epoch that last.pt's history records."""
+    last = load_checkpoint(out / "last.pt")
+    best = load_checkpoint(out / "best.pt")
+    assert best["epoch"] == _best_epoch(last["history"]), (best["epoch"], [r["mean_iou"] for r in last["history"]])
+    assert last["best_mean_iou"] == best["history"][-1]["mean_iou"]
+
+
+def test_sigkill_during_the_best_write_keeps_best_and_last_consistent(tmp_path):
+    """A kill while best.pt is written must not leave a last.pt that already counts the new best:
+    the resumed run would never write that best.pt again. The killed writer's temporary goes away."""
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_DURING_BEST)
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(script), str(out), "6", "2"], capture_output=True, text=True, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(list(out.glob(".best.pt.*.tmp"))) == 1, "the kill left the temporary of the best write"
+    _assert_best_matches_last(out)
+
+    resumed = subprocess.run([sys.executable, str(script), str(out), "6", "0"], capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 6
+    _assert_best_matches_last(out)
+    assert sorted(os.listdir(out)) == ["best.pt", "last.pt"], "every leftover was removed"

@@ -12,18 +12,23 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .data import LAYOUTS, DataConfig, open_splits
+from ._checks import check_device
+from .data import LAYOUTS, DataConfig, layout_classes, open_splits
 from .export import export_onnx, export_program, save_program
 from .inference import predict_files
+from .io.atomic import check_writable_file
 from .io.checkpoint import load, load_weights
 from .models.registry import get_model, list_models
 from .models.segnet import DROPOUT_PLACEMENTS
 from .models.summary import model_table
-from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, demo, distributed, evaluate_checkpoint, train
+from .models.weights import WeightsUnavailable
+from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed, evaluate_checkpoint
+from .training import prepare_out_dir, train
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError)
+# WeightsUnavailable: pretrained weights neither cached nor downloadable (offline); the message says where to put them
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, WeightsUnavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as error:
         print(f"segzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:  # not a user error, but as plain: the last good checkpoints are kept
+        print(f"segzoo {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"segzoo {args.command}: interrupted (completed checkpoints are kept)", file=sys.stderr)
         return 130
@@ -52,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive, default=8, help="default: %(default)s")
     demo.add_argument("--images", type=_positive, default=512, help="training images (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in --out")
 
     train = _command(commands, "train", _train, "fine-tune a model on a folder of images and masks")
     train.add_argument("--model", required=True, choices=list_models())
@@ -82,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     train.add_argument("--accumulate", type=_positive, default=1, help="gradient accumulation steps")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the checkpoints of an earlier run in OUT (without it, or --resume, such an OUT is refused)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available; under torchrun: cuda:LOCAL_RANK)")
     train.add_argument("--seed", type=int, default=0)
@@ -136,7 +147,7 @@ def _positive(text: str) -> int:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    result = demo(args.out, epochs=args.epochs, num_images=args.images, seed=args.seed, progress=args.progress)
+    result = demo(args.out, epochs=args.epochs, num_images=args.images, seed=args.seed, progress=args.progress, overwrite=args.overwrite)
     _print_run(result)
 
 
@@ -147,16 +158,11 @@ def _train(args: argparse.Namespace) -> None:
         raise ValueError("--reinit-head needs --init-from CHECKPOINT")
     if args.dropout != "none" and not args.model.startswith("segnet"):
         raise ValueError(f"--dropout places SegNet's dropout; {args.model} has its own (fc6/fc7)")
-    train_set, val_set = open_splits(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
-    kwargs = {"num_classes": train_set.num_classes}
-    if args.weights_backbone:
-        kwargs["weights_backbone"] = args.weights_backbone
-    if args.dropout != "none":
-        kwargs["dropout"] = args.dropout
-    torch.manual_seed(args.seed)  # the initial weights too, so that --deterministic reruns match
-    model = get_model(args.model, **kwargs)
-    if args.init_from:
-        load_weights(model, args.init_from, reinit_head=args.reinit_head)
+    # every check that needs no data first, then the model (pretrained weights load or fail here), then the data
+    prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    if args.device is not None:
+        check_device(args.device, "--device")
+    num_classes, _ = layout_classes(args.layout, args.num_classes, args.ignore_index)
     config = TrainConfig(
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
@@ -167,10 +173,20 @@ def _train(args: argparse.Namespace) -> None:
         eval_size=tuple(args.eval_size) if args.eval_size else None,
         class_weights=None if args.class_weights == "none" else args.class_weights,
     )  # fmt: skip
+    kwargs = {"num_classes": num_classes}
+    if args.weights_backbone:
+        kwargs["weights_backbone"] = args.weights_backbone
+    if args.dropout != "none":
+        kwargs["dropout"] = args.dropout
+    torch.manual_seed(args.seed)  # the initial weights too, so that --deterministic reruns match
+    model = get_model(args.model, **kwargs)
+    if args.init_from:
+        load_weights(model, args.init_from, reinit_head=args.reinit_head)
+    train_set, val_set = open_splits(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
     with distributed.process_group(args.device) as device:
         result = train(
             model, train_set, val_set, args.out, config, data,
-            resume=args.resume, num_workers=args.workers, device=device, progress=args.progress,
+            resume=args.resume, overwrite=args.overwrite, num_workers=args.workers, device=device, progress=args.progress,
         )  # fmt: skip
         if distributed.is_main():
             _print_run(result)
@@ -198,8 +214,8 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    out = check_writable_file(args.out or Path(args.checkpoint).with_suffix(EXPORT_SUFFIXES[args.format]), "--out")
     model = load(args.checkpoint)
-    out = args.out or Path(args.checkpoint).with_suffix(EXPORT_SUFFIXES[args.format])
     if args.format == "onnx":
         print(export_onnx(model, out, tuple(args.size)))
     else:

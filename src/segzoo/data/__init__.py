@@ -12,7 +12,7 @@ has ``num_classes``, ``ignore_index``, ``class_names``, ``palette`` and ``layout
 
 from .config import DataConfig
 from .folder import CamVid, SegmentationFolder
-from .layouts import LAYOUTS, open_split, open_splits
+from .layouts import LAYOUTS, layout_classes, open_split, open_splits
 from .palettes import CAMVID_PALETTE, palette
 from .synthetic import SyntheticShapes
 from .transforms import denormalize, eval_transforms, train_transforms
@@ -28,6 +28,7 @@ __all__ = [
     "VOCSegmentation",
     "denormalize",
     "eval_transforms",
+    "layout_classes",
     "open_split",
     "open_splits",
     "palette",

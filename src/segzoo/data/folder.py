@@ -18,6 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..io.images import check_mode, oriented, oriented_size, rgb_array
 from .palettes import CAMVID_PALETTE
 from .palettes import palette as voc_palette
 
@@ -34,8 +35,10 @@ _READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 class SegmentationFolder(Dataset[tuple[Tensor, Tensor]]):
     """Images in ``images_dir`` paired by file stem with class-index masks in ``masks_dir``.
 
-    Images may be PNG, JPEG, BMP or TIFF (extension in any case) and are converted to RGB. Masks
-    are PNGs in mode ``"L"`` (8-bit grayscale) or ``"P"`` (palette) whose pixel value is the class
+    Images may be PNG, JPEG, BMP or TIFF (extension in any case) and are read as a viewer shows
+    them: EXIF orientation applied (to masks too; sizes are compared after it), 16-bit images
+    scaled to 8 bits, converted to RGB; floating-point images are refused (see
+    :mod:`segzoo.io.images`). Masks are PNGs in mode ``"L"`` (8-bit grayscale) or ``"P"`` (palette) whose pixel value is the class
     index, in ``[0, num_classes)`` or equal to ``ignore_index``. Pairs are sorted by stem.
 
     ``ds[i]`` is ``(image, mask)``: uint8 (3, H, W) and int64 (H, W), or whatever ``transforms``
@@ -132,18 +135,20 @@ class CamVid(SegmentationFolder):
 
 
 def image_to_tensor(image: Image.Image) -> Tensor:
-    """A PIL image of any mode as a uint8 RGB tensor (3, H, W)."""
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    """A PIL image as a uint8 RGB tensor (3, H, W) of the pixels a viewer shows: EXIF orientation
+    applied, 16-bit images scaled to 8 bits, floating-point ones refused (see :mod:`segzoo.io.images`)."""
+    return torch.from_numpy(np.array(rgb_array(image))).permute(2, 0, 1).contiguous()
 
 
 def mask_to_tensor(mask: Image.Image) -> Tensor:
-    """A class-index PIL mask (mode ``"L"`` or ``"P"``) as an int64 tensor (H, W).
+    """A class-index PIL mask (mode ``"L"`` or ``"P"``) as an int64 tensor (H, W), turned by its
+    EXIF orientation like its image (a mask drawn on the photo as shown fits it).
 
     For ``"P"`` the palette index is the class, as in Pascal VOC; the palette colours are ignored.
     """
     if mask.mode not in MASK_MODES:
         raise ValueError(f"mask has mode {mask.mode!r}; expected a single-channel class-index image, mode 'L' or 'P'")
-    return torch.from_numpy(np.array(mask, dtype=np.int64))
+    return torch.from_numpy(np.array(oriented(mask), dtype=np.int64))
 
 
 def _colours(colours: Tensor | Sequence[Sequence[int]], num_classes: int) -> Tensor:
@@ -204,8 +209,9 @@ def _check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_inde
     """What is wrong with one pair, or ``None``."""
     try:
         with Image.open(image_path) as image:
-            image_size = image.size
+            image_size = oriented_size(image)
             image.load()
+            check_mode(image)
     except _READ_ERRORS as err:
         return f"cannot read image {image_path}: {err}"
     try:
@@ -215,7 +221,7 @@ def _check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_inde
                     f"mask {mask_path} has mode {mask.mode!r}; masks must be single-channel class-index images "
                     f"(mode 'L' or 'P', pixel value = class index), not colour-coded RGB"
                 )
-            mask_size = mask.size
+            mask_size = oriented_size(mask)
             labels = np.asarray(mask)
     except _READ_ERRORS as err:
         return f"cannot read mask {mask_path}: {err}"

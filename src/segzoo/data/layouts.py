@@ -11,6 +11,30 @@ from .folder import CamVid, SegmentationFolder
 LAYOUTS = ("camvid", "folder")
 
 
+def layout_classes(layout: str, num_classes: int | None = None, ignore_index: int | None = None) -> tuple[int, int | None]:
+    """The class count and ignore label of ``layout``'s datasets, checked before any file is read.
+
+    The folder layout takes them from the arguments (``num_classes`` is required). CamVid has its
+    own, 11 classes and void label 11: other values would be ignored, so they are a ``ValueError``
+    (``None`` or CamVid's own values are accepted).
+    """
+    if layout == "camvid":
+        own = len(CamVid.CLASS_NAMES), CamVid.IGNORE_INDEX
+        given = [f"{name}={value}" for name, value, expected in zip(("num_classes", "ignore_index"), (num_classes, ignore_index), own)
+                 if value is not None and value != expected]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"the camvid layout has {own[0]} classes and ignore label {own[1]} of its own, not {', '.join(given)} "
+                "(which it would ignore); for other labels use the folder layout"
+            )
+        return own
+    if layout == "folder":
+        if num_classes is None:
+            raise ValueError("the folder layout needs num_classes (--num-classes)")
+        return num_classes, ignore_index
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
 def open_split(
     root: str | os.PathLike,
     layout: str,
@@ -19,14 +43,12 @@ def open_split(
     ignore_index: int | None = None,
 ) -> SegmentationFolder:
     """The untransformed ``split`` of the dataset at ``root`` in ``layout`` (one of :data:`LAYOUTS`);
-    the folder layout needs ``num_classes`` and takes ``ignore_index``."""
+    the folder layout needs ``num_classes`` and takes ``ignore_index``; the camvid layout refuses
+    values other than its own (see :func:`layout_classes`)."""
+    num_classes, ignore_index = layout_classes(layout, num_classes, ignore_index)
     if layout == "camvid":
         return CamVid(root, split)
-    if layout == "folder":
-        if num_classes is None:
-            raise ValueError("the folder layout needs num_classes (--num-classes)")
-        return SegmentationFolder(Path(root) / split / "images", Path(root) / split / "masks", num_classes, ignore_index)
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return SegmentationFolder(Path(root) / split / "images", Path(root) / split / "masks", num_classes, ignore_index)
 
 
 def open_splits(
@@ -38,6 +60,7 @@ def open_splits(
     ignore_index: int | None = None,
 ) -> tuple[SegmentationFolder, SegmentationFolder]:
     """The untransformed training and validation splits (see :func:`open_split`)."""
+    layout_classes(layout, num_classes, ignore_index)  # before the training split's files are read
     return (
         open_split(root, layout, train_split, num_classes, ignore_index),
         open_split(root, layout, val_split, num_classes, ignore_index),

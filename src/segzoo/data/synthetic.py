@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._checks import check_bool
 from .folder import PairTransform
 from .palettes import palette as voc_palette
 
@@ -67,6 +68,7 @@ class SyntheticShapes(Dataset[tuple[Tensor, Tensor]]):
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         if transforms is not None and not callable(transforms):
             raise TypeError(f"transforms must be a callable (image, mask) -> (image, mask), got {type(transforms).__name__}")
+        check_bool("class_textures", class_textures)
         self.num_images = num_images
         self.size = (int(size[0]), int(size[1]))
         self.seed = seed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from PIL import Image
 from torch import Tensor
 
 from .. import viz
+from .._checks import check_device
 from ..data.folder import image_to_tensor
+from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
 from .mc_dropout import mc_predict, normalised
 
@@ -24,24 +27,37 @@ def predict_files(
     mc_samples: int | None = None,
     seed: int = 0,
 ) -> list[Path]:
-    """For each image write ``<stem>_mask.png`` (palette PNG whose pixels are class indices) and
-    ``<stem>_overlay.png``; images are resized to the training size, if any, and the outputs back.
+    """For each image write ``<name>_mask.png`` (palette PNG whose pixels are class indices) and
+    ``<name>_overlay.png``; images are resized to the training size, if any, and the outputs back.
+    ``<name>`` is the image's stem, made unique where inputs share one (see :func:`output_names`).
+    ``out_dir`` and ``device`` are checked, and a checkpoint with non-finite weights refused, before
+    any image is read.
 
     With ``mc_samples`` (a model built with dropout, e.g. Bayesian SegNet), the mask is the mean of
     that many Monte Carlo dropout passes (seeded), and heat maps of the predictive entropy and the
-    mutual information, each divided by log C, are written beside it (``<stem>_entropy.png``,
-    ``<stem>_mutual_information.png``; black: certain, pale yellow: log C).
+    mutual information, each divided by log C, are written beside it (``<name>_entropy.png``,
+    ``<name>_mutual_information.png``; black: certain, pale yellow: log C).
     """
-    model, run = load_run(checkpoint, device or "cpu")
+    out = check_writable_folder(out_dir, "output folder (--out)")
+    device = check_device(device, "device (--device)") if device is not None else "cpu"
+    names = output_names(images)
+    model, run = load_run(checkpoint, device)
+    bad = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if bad:  # its logits would be NaN, and their argmax a mask of class 0
+        raise ValueError(f"{checkpoint} holds non-finite weights ({', '.join(bad[:5])}): a diverged run? Nothing was predicted")
     model.eval()
     colours = run.palette
     eval_size = run.data.eval_size
     written = []
-    for path in map(Path, images):
+    done = set()
+    for path, name in zip(map(Path, images), names):
+        if name in done:  # the same file given twice
+            continue
+        done.add(name)
         try:
             with Image.open(path) as file:
                 image = image_to_tensor(file)
-        except (OSError, SyntaxError) as error:
+        except (OSError, SyntaxError, ValueError) as error:  # ValueError: a mode segzoo refuses (io.images)
             raise ValueError(f"cannot read image {path}: {error}") from error
         resized = image
         if eval_size:
@@ -58,9 +74,35 @@ def predict_files(
             labels = F.interpolate(labels[None].float(), size=image.shape[-2:], mode="nearest").long()[0]
             maps = {k: F.interpolate(v[None], size=image.shape[-2:], mode="bilinear")[0] for k, v in maps.items()}
         labels = labels[0].cpu()
-        written.append(viz.save_mask_png(Path(out_dir) / f"{path.stem}_mask.png", labels, colours))
-        written.append(viz.save_png(Path(out_dir) / f"{path.stem}_overlay.png", viz.overlay(image, labels, colours)))
-        for name, values in maps.items():
+        written.append(viz.save_mask_png(out / f"{name}_mask.png", labels, colours))
+        written.append(viz.save_png(out / f"{name}_overlay.png", viz.overlay(image, labels, colours)))
+        for kind, values in maps.items():
             heat = viz.heatmap(normalised(values[0].float().cpu(), model.num_classes))
-            written.append(viz.save_png(Path(out_dir) / f"{path.stem}_{name}.png", heat))
+            written.append(viz.save_png(out / f"{name}_{kind}.png", heat))
     return written
+
+
+def output_names(images: list[str | os.PathLike]) -> list[str]:
+    """The name each image's outputs start with (``<name>_mask.png``, ...): unique per file and the
+    same in every run, whatever the other inputs and their order.
+
+    An image's stem, when no other input file has the same stem (compared case-insensitively, as
+    macOS and Windows file systems compare names); otherwise the stem, a dash and the first 8 hex
+    digits of the SHA-256 of the file's resolved path (``frame-3fa91c2e``), so ``a/frame.png`` and
+    ``b/frame.png``, or ``x.png`` and ``x.jpg``, never overwrite each other's outputs. A file given
+    twice gets the same name twice (and :func:`predict_files` predicts it once).
+    """
+    paths = [Path(image) for image in images]
+    resolved = [path.resolve() for path in paths]
+    files_by_stem: dict[str, set[Path]] = {}
+    for path, full in zip(paths, resolved):
+        files_by_stem.setdefault(path.stem.casefold(), set()).add(full)
+    names = []
+    for path, full in zip(paths, resolved):
+        shared = len(files_by_stem[path.stem.casefold()]) > 1
+        names.append(f"{path.stem}-{hashlib.sha256(str(full).encode()).hexdigest()[:8]}" if shared else path.stem)
+    by_name: dict[str, Path] = {}
+    for name, full in zip(names, resolved):  # a hashed name equal to another input's stem: never silently
+        if by_name.setdefault(name.casefold(), full) != full:
+            raise ValueError(f"inputs {by_name[name.casefold()]} and {full} would both write {name}_mask.png; rename one")
+    return names

@@ -60,13 +60,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return _check_format(read_torch_file(path, map_location), str(path))
 
 
+#: constructor options that say how to initialise weights, not what the architecture is: a
+#: checkpoint's weights come from its state dict, so these are dropped when a model is rebuilt
+#: (``weights_backbone="DEFAULT"`` in a config would otherwise download ImageNet weights)
+BUILD_ONLY_OPTIONS = ("weights_backbone", "progress")
+
+
 def _check_format(checkpoint: Any, source: str) -> dict[str, Any]:
+    """``checkpoint`` if it is a segzoo checkpoint whose ``model`` entry (``name``, ``config``) and
+    ``state_dict`` have the right types; a one-line ``ValueError`` naming ``source`` otherwise."""
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(
             f"{source} is not a segzoo checkpoint (expected a dict with format={FORMAT!r}); "
             "for plain state dicts use model.load_state_dict or weights_backbone="
         )
+    described = checkpoint.get("model")
+    if not isinstance(described, Mapping):
+        raise ValueError(f"{source} is a damaged segzoo checkpoint: its 'model' entry must be a dict of name and config, got {described!r:.80}")
+    name, config = described.get("name"), described.get("config")
+    if not isinstance(name, str):
+        raise ValueError(f"{source} is a damaged segzoo checkpoint: model name must be a registered name (str), got {name!r:.80}")
+    if not isinstance(config, Mapping) or not all(isinstance(key, str) for key in config):
+        raise ValueError(f"{source} is a damaged segzoo checkpoint: model config must be a dict of keyword arguments, got {config!r:.80}")
+    if not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise ValueError(f"{source} is a damaged segzoo checkpoint: 'state_dict' must be a dict of tensors, got {checkpoint.get('state_dict')!r:.80}")
     return checkpoint
+
+
+def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved model config without the options that only initialise weights (:data:`BUILD_ONLY_OPTIONS`)."""
+    return {key: value for key, value in config.items() if key not in BUILD_ONLY_OPTIONS}
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SegmentationModel:
@@ -98,10 +121,20 @@ def run_description(checkpoint: Mapping[str, Any], model: SegmentationModel, sou
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> SegmentationModel:
-    """Rebuild the model of an already read checkpoint (see :func:`load_checkpoint`)."""
-    model = get_model(checkpoint["model"]["name"], **checkpoint["model"]["config"])
+    """Rebuild the model of an already read checkpoint (see :func:`load_checkpoint`), from the
+    checkpoint alone: its weights come from its state dict, never from the network (options that
+    would load others, such as ``weights_backbone``, are dropped from its config)."""
+    checkpoint = _check_format(checkpoint, source)
+    model = _build(checkpoint["model"]["name"], architecture(checkpoint["model"]["config"]), source)
     load_exact(model, checkpoint["state_dict"], source)
     return model
+
+
+def _build(name: str, config: Mapping[str, Any], source: str) -> SegmentationModel:
+    try:
+        return get_model(name, **config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source} holds a model that cannot be built: {error}") from error
 
 
 def load_weights(
@@ -126,10 +159,12 @@ def load_weights(
         checkpoint = _check_format(dict(path_or_checkpoint), source)
     else:
         checkpoint, source = load_checkpoint(path_or_checkpoint, map_location), str(path_or_checkpoint)
-    name, config = checkpoint["model"]["name"], checkpoint["model"]["config"]
+    name, config = checkpoint["model"]["name"], architecture(checkpoint["model"]["config"])
     ours, own_config = model_name(model), model.config
     if name != ours:
         raise ValueError(f"{source} holds a {name} checkpoint, but the model is a {ours}")
+    with torch.device("meta"):  # its config must build (no memory, no time) before it is compared
+        _build(name, config, source)
     differ = [
         f"{key}: checkpoint {config.get(key, '<absent>')!r}, model {own_config.get(key, '<absent>')!r}"
         for key in sorted(config.keys() | own_config.keys())

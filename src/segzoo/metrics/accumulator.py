@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -64,6 +65,18 @@ def check_range(labels: Tensor, num_classes: int, ignore_index: int | None, what
         raise ValueError(f"{what} holds labels {values} outside {allowed}")
 
 
+def check_finite(scores: Tensor, what: str) -> None:
+    """``ValueError`` if ``scores`` hold NaN or infinity: argmax would take a NaN for the largest
+    score and count the pixel as a confident prediction, so such scores are refused, never counted."""
+    finite = torch.isfinite(scores)
+    if not finite.all():
+        count = int((~finite).sum())
+        raise ValueError(
+            f"{what} holds {count} non-finite scores (NaN or infinity) of {scores.numel()}; expected finite "
+            "logits or probabilities (a diverged model, non-finite weights or inputs?)"
+        )
+
+
 def label_pair(prediction: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Checked int64 label maps of one shape: ``prediction`` float scores (N, num_classes, H, W),
     reduced by argmax, or integer labels (N, H, W); ``target`` integer labels (N, H, W). Ranges are
@@ -74,6 +87,7 @@ def label_pair(prediction: Tensor, target: Tensor, num_classes: int) -> tuple[Te
             raise ValueError(f"prediction has {prediction.shape[1]} channels, expected num_classes={num_classes}")
         if not prediction.is_floating_point():
             raise TypeError(f"(N, num_classes, H, W) predictions must be float scores, got {prediction.dtype}")
+        check_finite(prediction, "prediction")
         prediction = prediction.argmax(1)
     if prediction.shape != target.shape:
         raise ValueError(

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._checks import check_device, check_float, check_int, check_optional_int
 from .accumulator import Accumulator, check_range, label_pair
 
 
@@ -59,7 +60,8 @@ def boundary_f1(
     Returns float64 CPU tensors ``(image_bf, class_f1)`` of shapes (N,) and (N, num_classes): NaN
     marks skipped images and unscored classes.
     """
-    _check_settings(num_classes, tolerance)
+    num_classes, tolerance = _check_settings(num_classes, tolerance)
+    ignore_index = check_optional_int("ignore_index", ignore_index)
     prediction, target = _label_maps(prediction, target, num_classes, ignore_index)
     n, h, w = target.shape
     rectangles = _disk_rectangles(tolerance * math.hypot(h, w))
@@ -92,10 +94,11 @@ class BoundaryF1(Accumulator):
         tolerance: float = 0.0075,
         device: torch.device | str | None = None,
     ) -> None:
-        _check_settings(num_classes, tolerance)
+        num_classes, tolerance = _check_settings(num_classes, tolerance)
         self.num_classes = num_classes
-        self.ignore_index = ignore_index
+        self.ignore_index = check_optional_int("ignore_index", ignore_index)
         self.tolerance = tolerance
+        device = check_device(device) if device is not None else None
         self.bf_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.images = torch.zeros((), dtype=torch.int64, device=device)
         self.class_sum = torch.zeros(num_classes, dtype=torch.float64, device=device)
@@ -127,11 +130,9 @@ class BoundaryF1(Accumulator):
         )
 
 
-def _check_settings(num_classes: int, tolerance: float) -> None:
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a finite fraction of the image diagonal >= 0, got {tolerance}")
+def _check_settings(num_classes: int, tolerance: float) -> tuple[int, float]:
+    """``num_classes`` (an int >= 1) and ``tolerance`` (a fraction of the image diagonal >= 0), checked."""
+    return check_int("num_classes", num_classes, 1), check_float("tolerance", tolerance, 0.0)
 
 
 def _label_maps(prediction: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> tuple[Tensor, Tensor]:

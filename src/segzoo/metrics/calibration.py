@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import check_device, check_int, check_optional_int
 from .accumulator import Accumulator, check_range, check_tensors
 
 
@@ -23,10 +24,9 @@ class CalibrationError(Accumulator):
     """
 
     def __init__(self, num_bins: int = 15, ignore_index: int | None = None, device: torch.device | str | None = None) -> None:
-        if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
-        self.num_bins = num_bins
-        self.ignore_index = ignore_index
+        self.num_bins = num_bins = check_int("num_bins", num_bins, 1)
+        self.ignore_index = check_optional_int("ignore_index", ignore_index)
+        device = check_device(device) if device is not None else None
         self.count = torch.zeros(num_bins, dtype=torch.int64, device=device)
         self.confidence_sum = torch.zeros(num_bins, dtype=torch.float64, device=device)
         self.correct_sum = torch.zeros(num_bins, dtype=torch.float64, device=device)

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int, check_optional_int
+
 
 def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, ignore_index: int | None = None) -> Tensor:
     """Median-frequency class weights (SegNet paper, after Eigen & Fergus 2015).
@@ -21,8 +23,8 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
     arrays, or ``(image, mask)`` pairs as a segmentation dataset does. Returns a float32 tensor of
     ``num_classes`` weights, ready for ``nn.CrossEntropyLoss(weight=...)``.
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    num_classes = check_int("num_classes", num_classes, 1)
+    ignore_index = check_optional_int("ignore_index", ignore_index)
     pixels = np.zeros(num_classes, dtype=np.int64)
     image_pixels = np.zeros(num_classes, dtype=np.int64)
     for item in dataset_or_masks:

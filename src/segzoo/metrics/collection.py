@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_bool
 from .accumulator import Accumulator
 from .boundary import BoundaryF1
 from .calibration import CalibrationError
@@ -33,6 +34,8 @@ class SegmentationMetrics(Accumulator):
         calibration: bool = False,
         device: torch.device | str | None = None,
     ) -> None:
+        check_bool("boundary", boundary)
+        check_bool("calibration", calibration)
         self.confusion = ConfusionMatrix(num_classes, ignore_index, device=device)
         self.boundary = BoundaryF1(num_classes, ignore_index, device=device) if boundary else None
         self.calibration = CalibrationError(ignore_index=ignore_index, device=device) if calibration else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._checks import check_device, check_int, check_optional_int
 from .accumulator import Accumulator, check_range, label_pair
 
 
@@ -90,10 +91,10 @@ class ConfusionMatrix(Accumulator):
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None, device: torch.device | str | None = None) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        num_classes = check_int("num_classes", num_classes, 1)
         self.num_classes = num_classes
-        self.ignore_index = ignore_index
+        self.ignore_index = check_optional_int("ignore_index", ignore_index)
+        device = check_device(device) if device is not None else None
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
     @torch.no_grad()

@@ -71,9 +71,11 @@ class SegmentationModel(nn.Module):
         """Class labels (N, H, W) for PIL images (one or a list), uint8 tensors (3, H, W) /
         (N, 3, H, W), uint8 arrays (H, W, 3) / (N, H, W, 3), or an already normalised float batch (any
         float dtype, converted to the model's). uint8 input is scaled to [0, 1] and normalised with
-        ``mean``/``std``; PIL images of any mode are converted to RGB first. With
+        ``mean``/``std``; PIL images are read as shown (EXIF orientation applied, 16-bit scaled to
+        8 bits; see :mod:`segzoo.io.images`) and converted to RGB first. With
         ``return_probabilities``, softmax probabilities (N, C, H, W) instead. Runs in eval mode and
-        restores the previous mode afterwards."""
+        restores the previous mode afterwards. Non-finite logits (non-finite weights or input) are
+        a ``ValueError`` naming the images, never labels."""
         batch = self.prepare(images)
         was_training = self.training
         self.eval()
@@ -81,6 +83,13 @@ class SegmentationModel(nn.Module):
             logits = self(batch)
         finally:
             self.train(was_training)
+        finite = torch.isfinite(logits).flatten(1).all(1)
+        if not finite.all():  # argmax would label them class 0 (or wherever the NaN sits), silently
+            images = (~finite).nonzero().flatten().tolist()
+            raise ValueError(
+                f"the model's logits for image(s) {images[:10]} are not finite (NaN or infinity); expected finite "
+                "logits: non-finite weights (a diverged run?) or non-finite input"
+            )
         return logits.softmax(1) if return_probabilities else logits.argmax(1)
 
     def prepare(self, images: Any) -> Tensor:
@@ -128,7 +137,9 @@ def _to_tensor(image: Any) -> Tensor:
 
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, a numpy array or a tensor, got {type(image).__name__}")
-        image = np.asarray(image.convert("RGB"))
+        from ..io.images import rgb_array
+
+        image = rgb_array(image)  # as shown: EXIF orientation, 16-bit scaled to 8 bits
     if image.ndim not in (3, 4):
         raise ValueError(f"expected an HWC image or NHWC batch array, got shape {image.shape}")
     # a copy: the tensor must not share (possibly read-only) memory with the caller's array

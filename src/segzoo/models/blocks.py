@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .._checks import check_bool, check_int
+
 #: A network body described as data: one entry per stage, holding the output width of each conv.
 Stages = Sequence[Sequence[int]]
 
@@ -23,6 +25,10 @@ class ConvBNReLU(nn.Sequential):
         bias: bool = True,
         relu: bool = True,
     ) -> None:
+        in_channels, out_channels = check_int("in_channels", in_channels, 1), check_int("out_channels", out_channels, 1)
+        kernel_size = check_int("kernel_size", kernel_size, 1)
+        for name, value in (("batch_norm", batch_norm), ("bias", bias), ("relu", relu)):
+            check_bool(name, value)
         super().__init__()
         # bias kept by default even with BN: torchvision's vgg16_bn checkpoint has conv biases
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
@@ -46,8 +52,8 @@ def make_stages(
     is the previous conv's output width, starting from ``in_channels``. Pooling is not part of a
     stage: SegNet and FCN pool differently (with indices, or to tap pool3/pool4).
     """
-    if not stages or any(not widths for widths in stages):
-        raise ValueError(f"stages must be a non-empty sequence of non-empty width tuples, got {stages!r}")
+    check_stages(stages)
+    in_channels = check_int("in_channels", in_channels, 1)
     built = nn.ModuleList()
     width = in_channels
     for widths in stages:
@@ -57,6 +63,22 @@ def make_stages(
             width = out
         built.append(nn.Sequential(*blocks))
     return built
+
+
+def check_stages(stages: Stages) -> None:
+    """``TypeError``/``ValueError`` unless ``stages`` is a non-empty sequence of non-empty sequences
+    of positive int widths."""
+    expected = "stages must be a non-empty sequence of non-empty sequences of widths (ints >= 1)"
+    if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or not stages:
+        raise ValueError(f"{expected}, got {stages!r}")
+    for widths in stages:
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
+            raise ValueError(f"{expected}, got {stages!r}")
+        for width in widths:
+            try:
+                check_int("width", width, 1)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{expected}, got {stages!r}") from None
 
 
 def stage_out_channels(stages: Stages) -> list[int]:

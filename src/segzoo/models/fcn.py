@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_choice, check_int
 from ..io.state_dict import StateDictSource
 from . import ports
 from ._inputs import check_images
@@ -56,9 +57,11 @@ class _FCN(SegmentationModel):
         progress: bool = True,
         skip_scales: Sequence[float] | None = None,
     ) -> None:
+        num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
+        for name, value in (("batch_norm", batch_norm), ("fixed_upsampling", fixed_upsampling), ("progress", progress)):
+            check_bool(name, value)
+        check_choice("geometry", geometry, GEOMETRIES)
         super().__init__()
-        if geometry not in GEOMETRIES:
-            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.geometry = geometry
         self.skip_scales = self._check_skip_scales(skip_scales)
         self.fixed_upsampling = fixed_upsampling

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_choice, check_float, check_int
 from ..io.state_dict import StateDictSource
 from . import ports
 from ._inputs import check_images
@@ -70,10 +71,6 @@ class _SegNetBase(SegmentationModel):
         classifier_bn: nn.BatchNorm2d | None = None,
     ) -> None:
         super().__init__()
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
-        if unpooling not in UNPOOLING_MODES:
-            raise ValueError(f"unpooling must be one of {UNPOOLING_MODES}, got {unpooling!r}")
         self.unpooling = unpooling
         num_stages = len(encoder.stages)
         after_encoder, after_decoder = dropout_stages(dropout, num_stages)
@@ -122,6 +119,19 @@ class _SegNetBase(SegmentationModel):
         return x
 
 
+def _check_options(
+    num_classes: Any, in_channels: Any, ceil_mode: Any, dropout: Any, dropout_rate: Any, unpooling: Any
+) -> tuple[int, int, float]:
+    """The options both SegNets share, checked before a layer is built; returns the sizes and
+    rate as plain Python numbers."""
+    num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
+    check_bool("ceil_mode", ceil_mode)
+    check_choice("dropout", dropout, DROPOUT_PLACEMENTS)
+    dropout_rate = check_float("dropout_rate", dropout_rate, 0.0, 1.0, high_open=True)
+    check_choice("unpooling", unpooling, UNPOOLING_MODES)
+    return num_classes, in_channels, dropout_rate
+
+
 def _dropout(enabled: bool, rate: float) -> nn.Module:
     return nn.Dropout(rate) if enabled else nn.Identity()
 
@@ -167,6 +177,9 @@ class SegNet(_SegNetBase):
         unpooling: Unpooling = "compact",
         classifier_bn_relu: bool = False,
     ) -> None:
+        num_classes, in_channels, dropout_rate = _check_options(num_classes, in_channels, ceil_mode, dropout, dropout_rate, unpooling)
+        check_bool("batch_norm", batch_norm)
+        check_bool("progress", progress)
         decoder_stages = mirror(VGG16)
         # the mirror of conv1_1 is the classifier, so the last decoder stage ends one conv early
         decoder_stages = (*decoder_stages[:-1], decoder_stages[-1][:-1])
@@ -243,6 +256,7 @@ class SegNetBasic(_SegNetBase):
         dropout_rate: float = 0.5,
         unpooling: Unpooling = "compact",
     ) -> None:
+        num_classes, in_channels, dropout_rate = _check_options(num_classes, in_channels, ceil_mode, dropout, dropout_rate, unpooling)
         width = SEGNET_BASIC[-1][-1]
         super().__init__(
             VGGEncoder(in_channels, True, SEGNET_BASIC, kernel_size=7, bias=False, ceil_mode=ceil_mode),

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_int
 from ..io.state_dict import preview_keys
-from .blocks import Stages, make_stages
+from .blocks import Stages, check_stages, make_stages
 
 VGG16: Stages = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -43,6 +44,12 @@ class VGGEncoder(nn.Module):
         ceil_mode: bool = True,
         first_padding: int | None = None,
     ) -> None:
+        in_channels, kernel_size = check_int("in_channels", in_channels, 1), check_int("kernel_size", kernel_size, 1)
+        for name, value in (("batch_norm", batch_norm), ("bias", bias), ("relu", relu), ("ceil_mode", ceil_mode)):
+            check_bool(name, value)
+        check_stages(stages)
+        if first_padding is not None:
+            first_padding = check_int("first_padding", first_padding, 0)
         super().__init__()
         self.in_channels = in_channels
         self.batch_norm = batch_norm

@@ -58,6 +58,11 @@ BackboneWeights = str | os.PathLike | Mapping[str, Tensor] | Any  # Any: a torch
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
+class WeightsUnavailable(RuntimeError):
+    """Published weights that are neither in the torch.hub cache nor downloadable (offline, say);
+    the message names the file and the folder to put it in. The command line reports it in one line."""
+
+
 def backbone_entry(batch_norm: bool) -> WeightsEntry:
     """The published VGG16 (``batch_norm=False``) or VGG16-BN checkpoint entry."""
     return _ENTRIES[batch_norm]
@@ -100,15 +105,20 @@ def load_entry(entry: WeightsEntry, progress: bool = True) -> dict[str, Tensor]:
     """Load ``entry`` from the torch.hub cache, downloading it (hash checked) only when absent."""
     path = entry.cache_path()
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 # writes to a temporary file and renames it, so an interrupted download leaves nothing
                 torch.hub.download_url_to_file(entry.url, str(path), hash_prefix=entry.hash_prefix, progress=progress)
         except OSError as error:  # URLError, timeouts and DNS failures are all OSErrors
-            raise RuntimeError(
+            raise WeightsUnavailable(
                 f"could not download {entry.file_name} from {entry.url} ({error}). To use it offline, "
                 f"download it elsewhere and place it at {path} (the torch.hub cache; set TORCH_HOME to move it)."
+            ) from error
+        except RuntimeError as error:  # torch.hub: the download's sha256 does not start with the file's hash
+            raise WeightsUnavailable(
+                f"the download of {entry.file_name} from {entry.url} is damaged ({error}); nothing was kept, try again "
+                f"or place the file at {path}"
             ) from error
     return read_state_dict(path)
 

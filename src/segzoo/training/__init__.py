@@ -10,8 +10,8 @@ from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .distributed import ShardSampler, process_group
 from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
 from .loaders import make_loader
-from .run import RunResult, demo, train
-from .trainer import History, Trainer
+from .run import RunResult, demo, prepare_out_dir, train
+from .trainer import History, Trainer, TrainingDiverged
 
 __all__ = [
     "OPTIMIZERS",
@@ -21,11 +21,13 @@ __all__ = [
     "ShardSampler",
     "TrainConfig",
     "Trainer",
+    "TrainingDiverged",
     "demo",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_dataset",
     "make_loader",
+    "prepare_out_dir",
     "process_group",
     "train",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .._checks import check_bool, check_choice, check_float, check_int, check_optional_int
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 
@@ -32,13 +34,18 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.accumulate_steps < 1:
-            raise ValueError(f"epochs and accumulate_steps must be >= 1, got {self.epochs}, {self.accumulate_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        """Check every field's type and range (``TypeError`` / ``ValueError`` naming it)."""
+        self.epochs = check_int("epochs", self.epochs, 1)
+        self.accumulate_steps = check_int("accumulate_steps", self.accumulate_steps, 1)
+        self.lr = check_float("lr", self.lr, 0.0, low_open=True)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, 0.0)
+        self.momentum = check_float("momentum", self.momentum, 0.0)
+        self.encoder_lr_scale = check_float("encoder_lr_scale", self.encoder_lr_scale, 0.0)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("freeze_encoder", "amp", "sync_batchnorm", "deterministic"):
+            check_bool(name, getattr(self, name))
+        self.ignore_index = check_optional_int("ignore_index", self.ignore_index)
+        self.seed = check_optional_int("seed", self.seed)
         if self.deterministic and self.seed is None:
             raise ValueError("deterministic training needs a seed, got seed=None")

@@ -18,6 +18,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from .._checks import check_device
+
 T = TypeVar("T")
 
 #: what ``torchrun`` (``python -m torch.distributed.run``) sets in every process it starts
@@ -57,7 +59,8 @@ def setup(device: str | torch.device | None = None) -> torch.device:
     bare ``"cuda"`` mean this process's own GPU, ``cuda:LOCAL_RANK``. Without ``torchrun`` or a
     group, ``None`` means CUDA if available, else the CPU, and nothing else happens.
     """
-    resolved = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    # an explicit device must exist here (ValueError otherwise, before any model or data moves)
+    resolved = check_device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not (launched_by_torchrun() or is_active()):
         return resolved
     if resolved.type == "cuda":

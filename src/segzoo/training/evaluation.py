@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from .. import viz
+from .._checks import check_device
 from ..data import denormalize, eval_transforms
+from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationMetrics, SegmentationScores
@@ -105,11 +107,40 @@ def ignore_label(ignore_index: int | None) -> int:
 
 
 def progress_bar(iterable: Iterable, enabled: bool, description: str) -> Iterable:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm  # renders as a widget in notebooks, as text in a terminal
+    """``iterable`` itself, or with ``enabled`` a :class:`ProgressBar` over it."""
+    return ProgressBar(iterable, description) if enabled else iterable
 
-    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True)
+
+class ProgressBar:
+    """A tqdm bar (a widget in notebooks, text in a terminal) that iterates ``iterable`` exactly
+    once, when it is iterated itself, and shows ``set_postfix`` values.
+
+    ``tqdm.auto.tqdm(loader)`` starts an iteration of the loader in its constructor and throws it
+    away: for a DataLoader that draws a seed from the global RNG (so the shuffle, augmentations and
+    dropout, hence the trained weights, depended on whether the bar was shown) and starts and stops
+    its worker processes. This bar is given only the length.
+    """
+
+    def __init__(self, iterable: Iterable, description: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.iterable = iterable
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        self.bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self.iterable:
+                yield item
+                self.bar.update()
+        finally:
+            self.bar.close()
+
+    def set_postfix(self, **values: Any) -> None:
+        self.bar.set_postfix(**values)
 
 
 @torch.no_grad()
@@ -154,9 +185,19 @@ def evaluate_checkpoint(
 ) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
     scores, the checkpoint's run description and the pictures written to ``out_dir``."""
-    from ..data import open_split
+    from ..data import layout_classes, open_split
 
+    if out_dir is not None:
+        check_writable_folder(out_dir, "output folder (--out)")
+    if device is not None:
+        device = check_device(device, "device (--device)")
     model, run = load_run(checkpoint)
+    try:
+        layout_classes(layout, model.num_classes, run.ignore_index)
+    except ValueError as error:
+        raise ValueError(
+            f"{checkpoint} ({model.num_classes} classes, ignore label {run.ignore_index}) cannot be scored on the {layout} layout: {error}"
+        ) from None
     dataset = open_split(root, layout, split, model.num_classes, run.ignore_index)
     if run.ignore_index is None and dataset.ignore_index is not None:
         run = replace(run, ignore_index=dataset.ignore_index)

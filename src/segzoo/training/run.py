@@ -15,6 +15,7 @@ import torch
 
 from .. import viz
 from ..data import DataConfig, SyntheticShapes, eval_transforms, train_transforms
+from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationScores, median_frequency_weights
@@ -52,6 +53,7 @@ def train(
     data: DataConfig | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     num_workers: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -68,9 +70,13 @@ def train(
     :func:`~segzoo.training.distributed.process_group`: it trains data-parallel with
     ``data.batch_size`` images per process, and rank 0 alone writes the files; every process
     returns the same scores.
+
+    ``out_dir`` must be writable, and a folder that holds ``last.pt`` or ``best.pt`` of an earlier
+    run is refused unless ``resume`` (continue that run from its ``last.pt``) or ``overwrite``
+    (remove them and start afresh) says what to do with it; see :func:`prepare_out_dir`.
     """
     data = data or DataConfig()
-    out_dir = Path(out_dir)
+    out_dir = prepare_out_dir(out_dir, resume, overwrite)
     ignore_index = train_set.ignore_index
     config = dataclasses.replace(config, ignore_index=ignore_index)  # the caller's config stays as it was
     weights = median_frequency_weights(train_set, train_set.num_classes, ignore_index) if data.class_weights == "median" else None
@@ -81,6 +87,9 @@ def train(
     val_set.transforms = eval_transforms(model.mean, model.std, data.eval_size)
     run = RunDescription.for_model(model, train_set, data)
     process_device = distributed.setup(device)  # before the loaders: they shard once a process group exists
+    if overwrite and distributed.is_main():
+        for name in CHECKPOINTS:  # so that a stale best.pt never stands for this run
+            (out_dir / name).unlink(missing_ok=True)
     sharded, seed = distributed.is_active(), config.seed or 0
     trainer = Trainer(
         model,
@@ -107,6 +116,36 @@ def train(
     return RunResult(out_dir, history, scores, run, files)
 
 
+#: the checkpoints a run writes into its folder
+CHECKPOINTS = ("last.pt", "best.pt")
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False, resumable: bool = True) -> Path:
+    """Check, before any work, that a run may write into ``out_dir``; returns it as a ``Path``.
+
+    ``ValueError`` when it is a file or not writable, when both ``resume`` and ``overwrite`` are
+    given, when ``resume`` finds no ``last.pt``, and when it holds an earlier run's ``last.pt`` or
+    ``best.pt`` without either: training would silently replace them, whatever model or classes
+    they hold. Nothing is created or removed here (:func:`train` removes them with ``overwrite``).
+    ``resumable=False`` (the demo) leaves ``--resume`` out of the advice.
+    """
+    out = check_writable_folder(out_dir, "output folder (--out)")
+    if resume and overwrite:
+        raise ValueError("--resume (resume=True) continues the run in the output folder and --overwrite (overwrite=True) replaces it: give one")
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise ValueError(f"cannot resume: {out / 'last.pt'} does not exist; drop --resume (resume=False) to start a new run")
+        return out
+    existing = [name for name in CHECKPOINTS if (out / name).exists()]
+    if existing and not overwrite:
+        advice = "pass --resume (resume=True) to continue that run, or --overwrite" if resumable else "pass --overwrite"
+        raise ValueError(
+            f"{out} already holds {' and '.join(existing)} of an earlier run; {advice} (overwrite=True) to replace it "
+            "on purpose, or choose another --out"
+        )
+    return out
+
+
 def write_curves(history: list[dict[str, float]], out_dir: str | os.PathLike) -> Path | None:
     """``curves.png`` of losses and scores per epoch, or ``None`` without matplotlib."""
     try:
@@ -128,15 +167,18 @@ def demo(
     size: tuple[int, int] = (64, 64),
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train SegNet-Basic from scratch on the embedded synthetic shapes (no download, CPU-sized).
 
     The shapes carry per-class fill textures (``SyntheticShapes(class_textures=True)``): with the
     outline alone, two CPU minutes of SegNet-Basic reach only about 0.37 validation mIoU.
+    An ``out_dir`` holding an earlier run's checkpoints is refused unless ``overwrite``.
     """
+    prepare_out_dir(out_dir, overwrite=overwrite, resumable=False)
     torch.manual_seed(seed)
     model = get_model("segnet_basic", num_classes=SyntheticShapes.num_classes)
     train_set = SyntheticShapes(num_images, size, seed=seed, class_textures=True)
     val_set = SyntheticShapes(128, size, seed=seed + 1, class_textures=True)
     config = TrainConfig(epochs=epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seed=seed)
-    return train(model, train_set, val_set, out_dir, config, DataConfig(batch_size=16), progress=progress)
+    return train(model, train_set, val_set, out_dir, config, DataConfig(batch_size=16), progress=progress, overwrite=overwrite)

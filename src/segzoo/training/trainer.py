@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._checks import check_bool
+from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationScores
@@ -35,6 +37,11 @@ from .config import TrainConfig
 from .evaluation import amp_dtype, evaluate, ignore_label, progress_bar, summed_loss
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training stopped on a non-finite loss or non-finite weights; the last good checkpoints are kept."""
+
 
 @dataclass
 class History:
@@ -49,7 +56,8 @@ class Trainer:
 
     ``class_weights`` go to the cross-entropy loss (e.g. :func:`segzoo.median_frequency_weights`).
     With ``out_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever validation
-    mIoU improves; :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
+    mIoU improves (before ``last.pt``, so that a kill in between leaves the pair consistent);
+    :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
     ``run`` (class names, colours, mean/std, data settings; by default described from the
     training loader's dataset and the model) is stored in every checkpoint.
 
@@ -74,6 +82,7 @@ class Trainer:
         progress: bool = True,
         run: RunDescription | None = None,
     ) -> None:
+        check_bool("progress", progress)
         self.config = config or TrainConfig()
         if self.config.deterministic and getattr(model, "unpooling", None) == "native":
             raise ValueError(
@@ -97,6 +106,11 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         batches = len(train_loader)  # type: ignore[arg-type]
         distributed.check_equal(batches, "the number of training batches (use make_loader(..., distributed=True))", self.device)
+        if batches == 0:
+            raise ValueError(
+                f"the training loader yields no training batch ({_items(train_loader)}), so no step would be trained; "
+                "lower the batch size or keep the last partial batch (make_loader does)"
+            )
         # depends on the world size and batch size, so resume() recomputes the step from the epoch
         self.steps_per_epoch = math.ceil(batches / self.config.accumulate_steps)
         self.scheduler = self._build_scheduler(step=0)
@@ -146,6 +160,10 @@ class Trainer:
     def fit(self) -> list[dict[str, float]]:
         """Train the remaining epochs; returns the history (one dict per epoch).
 
+        A non-finite training loss, or a non-finite weight after an epoch, stops training with
+        :class:`TrainingDiverged` before that epoch is validated or saved: ``last.pt`` and
+        ``best.pt`` keep the last good epochs.
+
         With ``config.deterministic``, ``torch.use_deterministic_algorithms(True)`` and
         ``cudnn.benchmark = False`` hold during the call and the previous settings come back after.
         """
@@ -160,6 +178,7 @@ class Trainer:
         record: dict[str, float] = {"epoch": self.epoch + 1, "train_loss": self._train_epoch()}
         # every process then evaluates (and rank 0 saves) the same model: rank 0's
         distributed.broadcast_buffers(self.model)
+        self._check_finite_weights()  # a diverged model is never validated, nor saved as best.pt
         if self.val_loader is not None:
             val_loss, scores = self.validate(self.val_loader)
             record.update(val_loss=val_loss, **scores.summary())
@@ -174,9 +193,13 @@ class Trainer:
             return
         logger.info("epoch %d/%d %s", self.epoch, self.config.epochs, _format(record))
         if self.out_dir is not None:
-            self.save(self.out_dir / "last.pt")
+            # best.pt first: last.pt records the best score, so a kill between the two writes leaves
+            # the last.pt of the epoch before, and the resumed run writes this best.pt again
             if improved:
                 self.save(self.out_dir / "best.pt")
+            self.save(self.out_dir / "last.pt")
+            # a killed best.pt write's temporary, which the next best.pt write would remove, if any came
+            remove_stale_temporaries(self.out_dir / "best.pt")
 
     def _train_epoch(self) -> float:
         self._network.train()
@@ -195,7 +218,11 @@ class Trainer:
             with self._network.no_sync() if no_sync else nullcontext():  # type: ignore[operator]
                 with self._autocast():
                     loss_sum, weight = summed_loss(self.criterion, self._network(images), masks)
-                    loss = loss_sum / weight  # = self.criterion(logits, masks), also on CUDA in deterministic mode
+                    # = self.criterion(logits, masks), also on CUDA in deterministic mode; a batch with no
+                    # counted pixel (all ignored) is 0 / tiny = 0 with zero gradients, not 0 / 0 = NaN
+                    loss = loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)
+                if not distributed.is_active() and not math.isfinite(value := loss.item()):
+                    raise self._diverged(f"the training loss is {value} at step {index + 1}")
                 self.scaler.scale(loss / accumulate).backward()
             if last_of_group:
                 self.scaler.step(self.optimizer)
@@ -208,7 +235,24 @@ class Trainer:
                 last = self.history.epochs[-1].get("mean_iou") if self.history.epochs else None
                 bar.set_postfix(loss=f"{total / batches:.4f}", **({"val_mIoU": f"{last:.3f}"} if last is not None else {}))
         total, batches = distributed.all_reduce_sum([total, batches], self.device)
+        if not math.isfinite(total):  # under DDP, every process sees the summed loss and stops alike
+            raise self._diverged(f"the training loss is {total / max(batches, 1)}")
         return total / max(batches, 1)
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        kept = "nothing was saved" if self.out_dir is None else (
+            f"{self.out_dir / 'last.pt'} keeps epoch {self.epoch}, best.pt the best before it" if self.epoch else "no checkpoint was written"
+        )  # fmt: skip
+        return TrainingDiverged(
+            f"training diverged in epoch {self.epoch + 1}: {what}; this epoch is not saved ({kept}). "
+            "Lower the learning rate (--lr), or look for NaN or infinite values in the data"
+        )
+
+    def _check_finite_weights(self) -> None:
+        """:class:`TrainingDiverged` if any weight or buffer is NaN or infinite (never validated or saved)."""
+        bad = [name for name, tensor in self.model.state_dict().items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+        if bad:
+            raise self._diverged(f"non-finite weights after training ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
 
     def validate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, SegmentationScores]:
         """Mean loss and scores of the model on ``loader`` with this run's loss (see :func:`evaluate`)."""
@@ -289,6 +333,14 @@ class _Schedule:
         if self.kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
+
+
+def _items(loader: Iterable) -> str:
+    dataset, size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    try:
+        return f"{len(dataset)} items, batch size {size}, drop_last={getattr(loader, 'drop_last', None)}"  # type: ignore[arg-type]
+    except TypeError:
+        return "no items"
 
 
 def _format(record: dict[str, float]) -> str:
