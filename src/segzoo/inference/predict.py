@@ -13,6 +13,7 @@ from torch import Tensor
 from .. import viz
 from ..data.folder import image_to_tensor
 from ..io.checkpoint import load_run
+from ..metrics import upsample_logits
 from .mc_dropout import mc_predict, normalised
 
 
@@ -25,7 +26,8 @@ def predict_files(
     seed: int = 0,
 ) -> list[Path]:
     """For each image write ``<stem>_mask.png`` (palette PNG whose pixels are class indices) and
-    ``<stem>_overlay.png``; images are resized to the training size, if any, and the outputs back.
+    ``<stem>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits upsampled
+    bilinearly back to the image's size before the argmax (as when scored), the heat maps likewise.
 
     With ``mc_samples`` (a model built with dropout, e.g. Bayesian SegNet), the mask is the mean of
     that many Monte Carlo dropout passes (seeded), and heat maps of the predictive entropy and the
@@ -50,12 +52,14 @@ def predict_files(
         maps: dict[str, Tensor] = {}
         if mc_samples:
             result = mc_predict(model, resized, mc_samples, seed=seed)
-            labels = result.labels
+            logits = result.probabilities.clamp_min(torch.finfo(result.probabilities.dtype).tiny).log()
             maps = {"entropy": result.entropy, "mutual_information": result.mutual_information}
         else:
-            labels = model.predict(resized)
+            with torch.no_grad():
+                logits = model(model.prepare(resized))
+        # as when scored: logits upsampled bilinearly to the image's own size, then the argmax
+        labels = upsample_logits(logits.float(), image.shape[-2:]).argmax(1)
         if eval_size:
-            labels = F.interpolate(labels[None].float(), size=image.shape[-2:], mode="nearest").long()[0]
             maps = {k: F.interpolate(v[None], size=image.shape[-2:], mode="bilinear")[0] for k, v in maps.items()}
         labels = labels[0].cpu()
         written.append(viz.save_mask_png(Path(out_dir) / f"{path.stem}_mask.png", labels, colours))

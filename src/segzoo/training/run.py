@@ -77,7 +77,8 @@ def train(
     if data.crop_size is not None:
         train_set.transforms = train_transforms(data.crop_size, model.mean, model.std, ignore_index, scale=data.train_scale)
     else:
-        train_set.transforms = eval_transforms(model.mean, model.std, data.eval_size)
+        # the loss needs labels at the logits' size: whole images and labels resized together
+        train_set.transforms = eval_transforms(model.mean, model.std, data.eval_size, resize_mask=True)
     val_set.transforms = eval_transforms(model.mean, model.std, data.eval_size)
     run = RunDescription.for_model(model, train_set, data)
     process_device = distributed.setup(device)  # before the loaders: they shard once a process group exists
