@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .precision import normalize_amp
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 
@@ -21,7 +23,9 @@ class TrainConfig:
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     encoder_lr_scale: float = 1.0  # encoder LR = lr * encoder_lr_scale (differential fine-tuning)
     freeze_encoder: bool = False
-    amp: bool = False  # bf16 autocast on CPU, fp16 + gradient scaling on CUDA
+    # "off", "on" (= True: bf16 autocast on CPU, fp16 + gradient scaling on CUDA), "auto", "bf16",
+    # "fp16": see segzoo.training.precision; bools are kept working and stored as "on" / "off"
+    amp: bool | str = "off"
     accumulate_steps: int = 1
     ignore_index: int | None = None
     seed: int | None = 0
@@ -30,6 +34,11 @@ class TrainConfig:
     sync_batchnorm: bool = False
     # deterministic kernels during fit(): with a seed, reruns give bitwise identical weights
     deterministic: bool = False
+    # channels_last memory format for the model and the training batches (faster convolutions on
+    # CPUs with oneDNN and on tensor-core GPUs); checkpoints are unaffected
+    channels_last: bool = False
+    # minutes: fit() stops at an epoch boundary when the next epoch would not end in time
+    time_limit_minutes: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -40,5 +49,8 @@ class TrainConfig:
             raise ValueError(f"epochs and accumulate_steps must be >= 1, got {self.epochs}, {self.accumulate_steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        self.amp = normalize_amp(self.amp)
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise ValueError(f"time_limit_minutes must be positive (or None), got {self.time_limit_minutes}")
         if self.deterministic and self.seed is None:
             raise ValueError("deterministic training needs a seed, got seed=None")

@@ -26,6 +26,7 @@ from ..models.base import SegmentationModel
 from . import distributed
 from .distributed import ShardSampler
 from .loaders import make_loader
+from .precision import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def evaluate(
     loader: Iterable[tuple[Tensor, Tensor]],
     ignore_index: int | None = None,
     criterion: nn.CrossEntropyLoss | None = None,
-    amp: bool = False,
+    amp: bool | str | torch.dtype = False,
     progress: bool = False,
     detailed: bool = False,
 ) -> tuple[float, SegmentationScores]:
@@ -57,6 +58,8 @@ def evaluate(
     sharded. When ``loader`` samples with a :class:`~segzoo.training.distributed.ShardSampler`, each process
     evaluates its shard and the loss and confusion matrix are summed over processes: every process
     returns the scores of the whole dataset.
+
+    ``amp``: a mode of :mod:`segzoo.training.precision` (``True`` is ``"on"``) or an autocast dtype.
     """
     if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
         raise TypeError(f"criterion must be an nn.CrossEntropyLoss (its sum is averaged per pixel), got {type(criterion).__name__}")
@@ -70,7 +73,8 @@ def evaluate(
     device = next(model.parameters()).device
     criterion = criterion or nn.CrossEntropyLoss(ignore_index=ignore_label(ignore_index))
     metrics = SegmentationMetrics(model.num_classes, ignore_index, boundary=detailed, calibration=detailed, device=device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype(device)) if amp else nullcontext()
+    dtype = amp if isinstance(amp, torch.dtype) else autocast_dtype(amp, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     total = torch.zeros((), dtype=torch.float64, device=device)
     weight = torch.zeros((), dtype=torch.float64, device=device)
     bar = progress_bar(loader, progress, "evaluate")
