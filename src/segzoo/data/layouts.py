@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Any
+
 from .folder import CamVid, SegmentationFolder
 
-#: ``camvid``: ``root/{split}``, ``root/{split}annot``; ``folder``: ``root/{split}/images``, ``root/{split}/masks``
-LAYOUTS = ("camvid", "folder")
+#: ``camvid``: ``root/{split}``, ``root/{split}annot``; ``folder``: ``root/{split}/images``, ``root/{split}/masks``;
+#: ``voc``: Pascal VOC 2012 in torchvision's layout, ``root/VOCdevkit/VOC2012/`` (the split is the image set)
+LAYOUTS = ("camvid", "folder", "voc")
 
 
 def open_split(
@@ -17,11 +20,16 @@ def open_split(
     split: str,
     num_classes: int | None = None,
     ignore_index: int | None = None,
-) -> SegmentationFolder:
+) -> Any:
     """The untransformed ``split`` of the dataset at ``root`` in ``layout`` (one of :data:`LAYOUTS`);
-    the folder layout needs ``num_classes`` and takes ``ignore_index``."""
+    the folder layout needs ``num_classes`` and takes ``ignore_index``; ``voc`` reads VOC 2012's
+    image set ``split`` (``train``, ``val``, ``trainval``) through torchvision."""
     if layout == "camvid":
         return CamVid(root, split)
+    if layout == "voc":
+        from .voc import VOCSegmentation
+
+        return VOCSegmentation(root, "2012", image_set=split)
     if layout == "folder":
         if num_classes is None:
             raise ValueError("the folder layout needs num_classes (--num-classes)")
@@ -36,7 +44,7 @@ def open_splits(
     val_split: str = "val",
     num_classes: int | None = None,
     ignore_index: int | None = None,
-) -> tuple[SegmentationFolder, SegmentationFolder]:
+) -> tuple[Any, Any]:
     """The untransformed training and validation splits (see :func:`open_split`)."""
     return (
         open_split(root, layout, train_split, num_classes, ignore_index),
