@@ -98,3 +98,46 @@ def test_a_generous_limit_changes_nothing(clock):
 def test_bad_limits_are_refused(minutes):
     with pytest.raises(ValueError, match="time_limit_minutes"):
         TrainConfig(time_limit_minutes=minutes)
+
+
+def _folder(root) -> str:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(count):
+            mask = (np.arange(16)[:, None] // 6 + np.zeros(20, dtype=int)).astype(np.uint8)
+            image = (rng.integers(0, 60, (16, 20, 3)) + mask[..., None] * 80).astype(np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i}.png")
+    return str(root)
+
+
+def test_segzoo_train_time_limit_exits_0_and_prints_the_resume_command(tmp_path, clock, capsys):
+    import shlex
+
+    from segzoo.cli import main
+    from segzoo.io.checkpoint import load_checkpoint
+
+    data = _folder(tmp_path / "data")
+    common = ["train", "--model", "segnet_basic", "--data", data, "--num-classes", "3", "--epochs", "2",
+              "--batch-size", "2", "--lr", "0.01", "--no-progress"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    capsys.readouterr()
+
+    assert main([*common, "--out", str(tmp_path / "split"), "--time-limit", "1.5"]) == 0
+    out = capsys.readouterr().out
+    assert "time limit of 1.5 min: stopped after epoch 1/2" in out
+    (resume,) = [line.removeprefix("resume with: segzoo ") for line in out.splitlines() if line.startswith("resume with:")]
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
+    assert main(shlex.split(resume)) == 0  # the printed command
+    assert "validation scores of the best checkpoint" in capsys.readouterr().out
+
+    whole, split = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert split["epoch"] == whole["epoch"] == 2
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, split["state_dict"][key]), key
+    assert _without_timing(split["history"]) == _without_timing(whole["history"])
