@@ -307,12 +307,14 @@ def _print_run(result: RunResult) -> None:
 
 
 def _print_time_limit(result: RunResult, args: argparse.Namespace) -> None:
-    seconds = [r["seconds"] for r in result.history]
+    longest = max(r["seconds"] for r in result.history) / 60
     argv = list(args.argv) + ([] if args.resume else ["--resume"])
     print(
         f"time limit of {args.time_limit:g} min: stopped after epoch {result.history[-1]['epoch']}/{args.epochs} "
-        f"(an epoch took up to {max(seconds) / 60:.1f} min); last.pt and best.pt are in {result.out_dir}"
+        f"(an epoch took up to {longest:.1f} min); last.pt and best.pt are in {result.out_dir}"
     )
+    if longest >= args.time_limit:
+        print(f"the next epoch will not fit in {args.time_limit:g} min either: resume with a longer --time-limit")
     print(f"resume with: segzoo {shlex.join(argv)}")
     _print_files(result.files)
 
