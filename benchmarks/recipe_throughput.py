@@ -6,7 +6,9 @@
 Builds the recipe's model, training transforms (crop, scale, flips) and trainer exactly as
 ``segzoo train --recipe NAME`` does, runs ``--warmup`` steps, then times ``--steps`` training steps
 (decoding or cache lookup, augmentation, forward, backward, optimizer step) and prints images/s
-beside the CPU model (``lscpu``), torch version and thread count. Options given here override the
+beside the CPU model (``lscpu``), torch version, thread count and load average; on a shared
+machine, also the images/s the process CPU time implies (threads x images / CPU seconds), which
+waiting for cores does not inflate. Options given here override the
 recipe as on the command line; class weights are left out (they do not change the cost).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import subprocess
 import time
@@ -81,19 +84,27 @@ def main() -> None:
         weight_decay=options["weight_decay"], amp=options.get("amp", "off"), channels_last=options.get("channels_last", False),
         ignore_index=train_set.ignore_index,
     )  # fmt: skip
-    timings = []
+    timings, cpu_seconds = [], []
     for steps in (args.warmup, args.steps):
         trainer = Trainer(model, _Slice(loader, steps), None, config, device="cpu", progress=False)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer._train_epoch()
         timings.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
     images = args.steps * options["batch_size"]
-    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    threads = torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPU: {cpu_model()}, {threads} threads, torch {torch.__version__}, load average {load:.1f}")
     print(
         f"{args.recipe}: batch {options['batch_size']} at {crop[0]}x{crop[1]}, amp {describe_amp(config.amp, 'cpu')}, "
         f"cache {bool(options.get('cache'))} ({cache_seconds:.1f} s to fill), channels_last {config.channels_last}"
     )
     print(f"{images} images in {timings[1]:.1f} s: {images / timings[1]:.2f} images/s ({timings[1] / args.steps:.2f} s/step)")
+    # on a shared machine the wall time includes waiting for cores; CPU time does not
+    print(
+        f"process CPU time {cpu_seconds[1]:.1f} s: {threads * images / cpu_seconds[1]:.2f} images/s "
+        f"if the {threads} threads had their cores to themselves"
+    )
 
 
 if __name__ == "__main__":
