@@ -356,12 +356,13 @@ def test_transforms_output_types_and_shapes():
     outputs = {
         "train": (train_transforms((32, 48), MEAN, STD, ignore_index=255)(image, mask), (32, 48)),
         "eval": (eval_transforms(MEAN, STD)(image, mask), (37, 53)),
-        "eval_resized": (eval_transforms(MEAN, STD, size=(20, 30))(image, mask), (20, 30)),
+        "eval_resized": (eval_transforms(MEAN, STD, size=(20, 30), resize_mask=True)(image, mask), (20, 30)),
     }
     for name, ((out_image, out_mask), size) in outputs.items():
         assert type(out_image) is torch.Tensor and type(out_mask) is torch.Tensor, name
         assert out_image.dtype == torch.float32 and out_image.shape == (3, *size), name
         assert out_mask.dtype == torch.int64 and out_mask.shape == size, name
+    assert torch.equal(eval_transforms(MEAN, STD, size=(20, 30))(image, mask)[1], mask), "labels keep their resolution"
     resized_mask = outputs["eval_resized"][0][1]
     assert set(resized_mask.unique().tolist()) <= set(mask.unique().tolist())
 

@@ -17,6 +17,7 @@ def test_to_dict_is_plain_values_and_from_dict_rebuilds_it():
         "train_scale": (0.75, 1.5),
         "eval_size": (64, 80),
         "class_weights": "median",
+        "cache": False,
     }
     assert DataConfig.from_dict(values) == SETTINGS
     assert DataConfig.from_dict({}) == DataConfig() == DataConfig.from_dict(DataConfig().to_dict())

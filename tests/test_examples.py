@@ -44,14 +44,14 @@ def test_notebook_code_runs(tmp_path):
 @pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVid not present at ../shared/data/camvid")
 def test_camvid_script_one_short_epoch(tmp_path):
     out = _run([EXAMPLES / "camvid.py", "--data", CAMVID, "--epochs", "1", "--size", "45", "60", "--out", tmp_path / "run"], tmp_path)
-    assert "segnet-basic: 1 epochs at 45x60" in out and "| Pedestrian |" in out
+    assert "camvid-segnet-basic: 1 epochs at 45x60" in out and "| Pedestrian |" in out
     assert (tmp_path / "run" / "best.pt").is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVid not present at ../shared/data/camvid")
 def test_camvid_bayesian_recipe_scores_monte_carlo_dropout(tmp_path):
-    out = _run([EXAMPLES / "camvid.py", "--data", CAMVID, "--recipe", "bayesian-segnet-basic", "--epochs", "1",
+    out = _run([EXAMPLES / "camvid.py", "--data", CAMVID, "--recipe", "camvid-bayesian-segnet-basic", "--epochs", "1",
                 "--size", "45", "60", "--mc", "2", "--out", tmp_path / "run"], tmp_path)  # fmt: skip
     assert "Monte Carlo dropout, 2 samples:" in out
     assert out.count("| global acc | class avg acc | mIoU | BF | fwIoU | ECE |") == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +24,10 @@ from .models.registry import get_model, list_models
 from .models.segnet import DROPOUT_PLACEMENTS
 from .models.summary import model_table
 from .models.weights import WeightsUnavailable
-from .training import OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed, evaluate_checkpoint
-from .training import prepare_out_dir, train
+from .recipes import FIELDS as RECIPE_FIELDS
+from .recipes import Recipe, list_recipes, load_recipe
+from .training import AMP_MODES, OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed
+from .training import evaluate_checkpoint, prepare_out_dir, train
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
@@ -34,7 +38,10 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, WeightsUn
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``segzoo`` and ``python -m segzoo``; returns the exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command == "train":
+        args.argv, args.given = argv, _given_options(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         args.run(args)
@@ -62,8 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in --out")
 
+    recipes = _command(commands, "recipes", _recipes, "list the named training recipes (segzoo train --recipe NAME)")
+    recipes.add_argument("name", nargs="?", help="print this recipe's settings as TOML")
+
     train = _command(commands, "train", _train, "fine-tune a model on a folder of images and masks")
-    train.add_argument("--model", required=True, choices=list_models())
+    train.add_argument("--recipe", metavar="NAME",
+                       help="start from a named recipe (segzoo recipes) or a recipe .toml file; flags given here override its fields")
+    train.add_argument("--model", choices=list_models(), help="required unless the recipe names one")
     train.add_argument("--data", required=True, help="dataset root folder")
     train.add_argument("--layout", choices=LAYOUTS, default="folder",
                        help="camvid: DATA/{train,trainannot,val,valannot}; folder: DATA/{train,val}/{images,masks} (default: %(default)s)")
@@ -76,9 +88,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --init-from: keep every weight but the class-dependent head, which starts fresh (new classes)")
     train.add_argument("--dropout", choices=DROPOUT_PLACEMENTS, default="none",
                        help="SegNet models: dropout placement; central = Bayesian SegNet (default: %(default)s)")
+    train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
+                       help="SegNet and FCN: VGG16 with or without BatchNorm (default: with)")
+    train.add_argument("--fixed-upsampling", action=argparse.BooleanOptionalAction, default=False,
+                       help="FCN: keep the bilinear upsampling layers fixed, as the reference release does")
     train.add_argument("--epochs", type=_positive, default=30)
     train.add_argument("--batch-size", type=_positive, default=8)
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     train.add_argument("--schedule", choices=SCHEDULES, default="poly")
     train.add_argument("--weight-decay", type=float, default=1e-4)
@@ -86,9 +103,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--train-scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("LOW", "HIGH"), help="scale range with --crop")
     train.add_argument("--eval-size", type=_positive, nargs=2, metavar=("H", "W"), help="resize for evaluation (and training without --crop)")
     train.add_argument("--class-weights", choices=("median", "none"), default="none", help="median-frequency balancing")
-    train.add_argument("--freeze-encoder", action="store_true")
+    train.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=False)
     train.add_argument("--encoder-lr-scale", type=float, default=1.0)
-    train.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    train.add_argument("--amp", nargs="?", const="on", default="off", choices=AMP_MODES,
+                       help="mixed precision: bare --amp = on (bf16 on CPU, fp16 + scaling on CUDA); auto = bf16 where "
+                            "the CPU/GPU has it natively (else fp32 on CPU, fp16 on older GPUs); bf16; fp16 (CUDA) "
+                            "(default: %(default)s)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                       help="channels_last memory format for training (faster convolutions on most CPUs and GPUs)")
+    train.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
+                       help="decode both splits once and keep them in memory (refused if they would not fit)")
+    train.add_argument("--time-limit", type=_positive_float, metavar="MIN",
+                       help="stop cleanly after the last epoch that ends within MIN minutes; resume with --resume")
     train.add_argument("--accumulate", type=_positive, default=1, help="gradient accumulation steps")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--overwrite", action="store_true",
@@ -96,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available; under torchrun: cuda:LOCAL_RANK)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--deterministic", action="store_true", help="deterministic kernels: reruns give identical weights")
+    train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
+                       help="deterministic kernels: reruns give identical weights")
     train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: BatchNorm statistics over all processes")
 
     evaluate = _command(commands, "evaluate", _evaluate, "score a checkpoint on a dataset split")
@@ -139,6 +166,52 @@ def _command(commands, name: str, run, help_text: str) -> argparse.ArgumentParse
     return command
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _given_options(argv: Sequence[str]) -> set[str]:
+    """The ``segzoo train`` options written in ``argv``, as opposed to those left at their default
+    (argparse cannot tell them apart once defaults are filled in: parse again without defaults)."""
+    parser = _parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _resolve_recipe(args: argparse.Namespace) -> Recipe:
+    """Fill ``args`` with defaults < recipe < flags and return the resolved recipe (every field)."""
+    given = getattr(args, "given", set())
+    base = load_recipe(args.recipe) if args.recipe else Recipe(None, "command-line options")
+    for key, value in base.options.items():
+        if key not in given:
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    if args.weights_backbone is not None and args.weights_backbone.lower() == "none":
+        args.weights_backbone = None
+    return base.merged({key: getattr(args, key) for key in RECIPE_FIELDS}, source="segzoo train options")
+
+
+def _recipes(args: argparse.Namespace) -> None:
+    if args.name:
+        recipe = load_recipe(args.name)
+        # every field as `segzoo train --recipe NAME` resolves it: the train defaults fill the gaps
+        defaults = _parser().parse_args(["train", "--recipe", args.name, "--data", "DATA"])
+        defaults.given = {"recipe", "data"}
+        print(_resolve_recipe(defaults).to_toml(f"segzoo train {recipe.source}, with the defaults it leaves"), end="")
+        return
+    recipes = list_recipes()
+    width = max(len(recipe.name or "") for recipe in recipes)
+    for recipe in recipes:
+        print(f"{recipe.name:<{width}}  {recipe.description}")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -152,12 +225,23 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    recipe = _resolve_recipe(args)
+    if args.model is None:
+        raise ValueError("segzoo train needs --model or a --recipe that names one")
+    overridden = sorted(key for key in getattr(args, "given", ()) if key in RECIPE_FIELDS)
+    if args.recipe and os.environ.get("RANK", "0") == "0":
+        flags = f"; overridden by flags: {', '.join(overridden)}" if overridden else ""
+        print(recipe.to_toml(f"resolved recipe {recipe.name}{flags}"), flush=True)
     if args.weights_backbone and args.model == "segnet_basic":
         raise ValueError("segnet_basic has no pretrained encoder (the paper trains it from scratch); drop --weights-backbone")
     if args.reinit_head and not args.init_from:
         raise ValueError("--reinit-head needs --init-from CHECKPOINT")
     if args.dropout != "none" and not args.model.startswith("segnet"):
         raise ValueError(f"--dropout places SegNet's dropout; {args.model} has its own (fc6/fc7)")
+    if args.batch_norm is not None and args.model == "segnet_basic":
+        raise ValueError("segnet_basic always uses BatchNorm (paper, Section 4.1); drop --batch-norm / batch_norm")
+    if args.fixed_upsampling and not args.model.startswith("fcn"):
+        raise ValueError(f"--fixed-upsampling freezes FCN's upsampling layers; {args.model} has none")
     # every check that needs no data first, then the model (pretrained weights load or fail here), then the data
     prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     if args.device is not None:
@@ -167,17 +251,22 @@ def _train(args: argparse.Namespace) -> None:
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
         accumulate_steps=args.accumulate, seed=args.seed, sync_batchnorm=args.sync_bn, deterministic=args.deterministic,
+        momentum=args.momentum, channels_last=args.channels_last, time_limit_minutes=args.time_limit,
     )  # fmt: skip
     data = DataConfig(
         batch_size=args.batch_size, crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),
         eval_size=tuple(args.eval_size) if args.eval_size else None,
-        class_weights=None if args.class_weights == "none" else args.class_weights,
+        class_weights=None if args.class_weights == "none" else args.class_weights, cache=args.cache,
     )  # fmt: skip
     kwargs = {"num_classes": num_classes}
     if args.weights_backbone:
         kwargs["weights_backbone"] = args.weights_backbone
     if args.dropout != "none":
         kwargs["dropout"] = args.dropout
+    if args.batch_norm is not None:
+        kwargs["batch_norm"] = args.batch_norm
+    if args.fixed_upsampling:
+        kwargs["fixed_upsampling"] = True
     torch.manual_seed(args.seed)  # the initial weights too, so that --deterministic reruns match
     model = get_model(args.model, **kwargs)
     if args.init_from:
@@ -187,8 +276,11 @@ def _train(args: argparse.Namespace) -> None:
         result = train(
             model, train_set, val_set, args.out, config, data,
             resume=args.resume, overwrite=args.overwrite, num_workers=args.workers, device=device, progress=args.progress,
+            recipe={**recipe.to_dict(), "overrides": overridden},
         )  # fmt: skip
-        if distributed.is_main():
+        if distributed.is_main() and result.time_limit_reached:
+            _print_time_limit(result, args)
+        elif distributed.is_main():
             _print_run(result)
 
 
@@ -227,6 +319,19 @@ def _print_run(result: RunResult) -> None:
     print(f"{len(result.history)} epochs, {sum(r['seconds'] for r in result.history):.0f} s, final train loss {last['train_loss']:.4f}")
     print(f"validation scores of the best checkpoint ({result.out_dir / 'best.pt'}):")
     print(result.scores.table(result.class_names))
+    _print_files(result.files)
+
+
+def _print_time_limit(result: RunResult, args: argparse.Namespace) -> None:
+    longest = max(r["seconds"] for r in result.history) / 60
+    argv = list(args.argv) + ([] if args.resume else ["--resume"])
+    print(
+        f"time limit of {args.time_limit:g} min: stopped after epoch {result.history[-1]['epoch']}/{args.epochs} "
+        f"(an epoch took up to {longest:.1f} min); last.pt and best.pt are in {result.out_dir}"
+    )
+    if longest >= args.time_limit:
+        print(f"the next epoch will not fit in {args.time_limit:g} min either: resume with a longer --time-limit")
+    print(f"resume with: segzoo {shlex.join(argv)}")
     _print_files(result.files)
 
 

@@ -18,7 +18,9 @@ class DataConfig:
     training images are only normalised (and resized to ``eval_size``). ``eval_size``: the (h, w)
     images are resized to for the model in evaluation and prediction; scores are always computed
     against the labels at their own resolution. ``class_weights="median"``: median-frequency
-    balancing of the loss, computed on the training masks.
+    balancing of the loss, computed on the training masks. ``cache``: decode every image and label
+    once and keep both splits in memory (:class:`~segzoo.data.cache.InMemoryDataset`; refused
+    when they would not fit).
     """
 
     batch_size: int = 8
@@ -26,6 +28,7 @@ class DataConfig:
     train_scale: tuple[float, float] = (0.5, 2.0)
     eval_size: tuple[int, int] | None = None
     class_weights: str | None = None
+    cache: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -45,6 +48,8 @@ class DataConfig:
         if not isinstance(scale, (tuple, list)) or len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise ValueError(f"train_scale must be (low, high) with 0 < low <= high, got {scale!r}")
         object.__setattr__(self, "train_scale", (float(scale[0]), float(scale[1])))
+        if not isinstance(self.cache, bool):
+            raise TypeError(f"cache must be a bool, got {self.cache!r}")
         if self.class_weights is not None and self.class_weights not in CLASS_WEIGHTINGS:
             raise ValueError(f"class_weights must be None or one of {CLASS_WEIGHTINGS}, got {self.class_weights!r}")
 

@@ -53,18 +53,23 @@ def eval_transforms(
     mean: Sequence[float],
     std: Sequence[float],
     size: tuple[int, int] | None = None,
+    resize_mask: bool = False,
 ) -> PairTransform:
-    """Optional resize to ``size = (h, w)``, then float conversion and normalisation.
+    """Optional resize of the image to ``size = (h, w)``, then float conversion and normalisation.
 
     Takes ``(image uint8 (3, H, W), mask int64 (H, W))`` and returns ``(image float32 (3, h, w),
-    mask int64 (h, w))`` as plain tensors; without ``size`` the spatial size is kept. The image
-    is resized bilinearly with antialiasing, the mask with nearest neighbour.
+    mask int64 (H, W))`` as plain tensors; without ``size`` the spatial size is kept. The image is
+    resized bilinearly with antialiasing; the mask keeps its own resolution, because scores are
+    counted against each label as it is (the evaluation loop upsamples the logits to it, see
+    :func:`segzoo.training.evaluate`). ``resize_mask=True`` also resizes the mask to ``size``, with
+    nearest neighbour: for training on whole resized images, where the loss needs labels at the
+    logits' size.
     """
     from torchvision.transforms import v2
 
     steps: list[Callable] = []
     if size is not None:
-        steps.append(v2.Resize(_size(size, "size")))
+        steps.append(v2.Resize(_size(size, "size")) if resize_mask else _ResizeImage(_size(size, "size")))
     steps += _to_normalised_float(mean, std)
     return _JointTransform(v2.Compose(steps))
 
@@ -122,6 +127,21 @@ class _RandomScale:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(low={self.low}, high={self.high})"
+
+
+class _ResizeImage:
+    """Resize the image of a pair (bilinear, antialiased) and hand the mask back untouched."""
+
+    def __init__(self, size: list[int]) -> None:
+        self.size = size
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        from torchvision.transforms.v2 import functional as TF
+
+        return TF.resize(image, self.size, antialias=True), mask
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
 
 
 def _to_normalised_float(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:

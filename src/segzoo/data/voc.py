@@ -61,6 +61,11 @@ class VOCSegmentation(Dataset[tuple[Tensor, Tensor]]):
             ) from err
         self.transforms = transforms
 
+    @property
+    def samples(self) -> list[tuple[Path, Path]]:
+        """``(image_path, mask_path)`` pairs, in the image set's order."""
+        return [(Path(image), Path(mask)) for image, mask in zip(self.voc.images, self.voc.masks)]
+
     def __len__(self) -> int:
         return len(self.voc)
 

@@ -16,6 +16,7 @@ from .._checks import check_device
 from ..data.folder import image_to_tensor
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
+from ..metrics import upsample_logits
 from .mc_dropout import mc_predict, normalised
 
 
@@ -28,10 +29,11 @@ def predict_files(
     seed: int = 0,
 ) -> list[Path]:
     """For each image write ``<name>_mask.png`` (palette PNG whose pixels are class indices) and
-    ``<name>_overlay.png``; images are resized to the training size, if any, and the outputs back.
-    ``<name>`` is the image's stem, made unique where inputs share one (see :func:`output_names`).
-    ``out_dir`` and ``device`` are checked, and a checkpoint with non-finite weights refused, before
-    any image is read.
+    ``<name>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits
+    upsampled bilinearly back to the image's size before the argmax (as when scored), the heat maps
+    likewise. ``<name>`` is the image's stem, made unique where inputs share one (see
+    :func:`output_names`). ``out_dir`` and ``device`` are checked, and a checkpoint with non-finite
+    weights refused, before any image is read.
 
     With ``mc_samples`` (a model built with dropout, e.g. Bayesian SegNet), the mask is the mean of
     that many Monte Carlo dropout passes (seeded), and heat maps of the predictive entropy and the
@@ -66,12 +68,14 @@ def predict_files(
         maps: dict[str, Tensor] = {}
         if mc_samples:
             result = mc_predict(model, resized, mc_samples, seed=seed)
-            labels = result.labels
+            logits = result.probabilities.clamp_min(torch.finfo(result.probabilities.dtype).tiny).log()
             maps = {"entropy": result.entropy, "mutual_information": result.mutual_information}
         else:
-            labels = model.predict(resized)
+            with torch.no_grad():
+                logits = model(model.prepare(resized))
+        # as when scored: logits upsampled bilinearly to the image's own size, then the argmax
+        labels = upsample_logits(logits.float(), image.shape[-2:]).argmax(1)
         if eval_size:
-            labels = F.interpolate(labels[None].float(), size=image.shape[-2:], mode="nearest").long()[0]
             maps = {k: F.interpolate(v[None], size=image.shape[-2:], mode="bilinear")[0] for k, v in maps.items()}
         labels = labels[0].cpu()
         written.append(viz.save_mask_png(out / f"{name}_mask.png", labels, colours))

@@ -25,7 +25,9 @@ class RunDescription:
 
     ``colours`` has one RGB triple per class (``len(colours) == len(class_names)``); ``mean`` and
     ``std`` normalise ``x / 255`` per channel; ``layout`` names the dataset reader
-    (``"camvid"``, ``"folder"``, ... or ``None`` for a dataset given in Python).
+    (``"camvid"``, ``"folder"``, ... or ``None`` for a dataset given in Python). ``recipe``: the
+    resolved recipe of a ``segzoo train`` run (``name``, ``description``, every option's
+    ``options`` value and the ``overrides`` given as flags; see :mod:`segzoo.recipes`), or ``None``.
     """
 
     class_names: tuple[str, ...]
@@ -35,6 +37,7 @@ class RunDescription:
     ignore_index: int | None = None
     layout: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
+    recipe: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         names = tuple(str(name) for name in self.class_names)
@@ -49,6 +52,8 @@ class RunDescription:
             raise TypeError(f"ignore_index must be an int or None, got {self.ignore_index!r}")
         if not isinstance(self.data, DataConfig):
             raise TypeError(f"data must be a DataConfig, got {type(self.data).__name__}")
+        if self.recipe is not None and not isinstance(self.recipe, Mapping):
+            raise TypeError(f"recipe must be a mapping or None, got {type(self.recipe).__name__}")
         object.__setattr__(self, "class_names", names)
         object.__setattr__(self, "colours", colours)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))

@@ -9,7 +9,7 @@ reset / merge / all_reduce), ``class_weights`` (median-frequency balancing).
 from .boundary import BoundaryF1, BoundaryScores, boundary_f1
 from .calibration import CalibrationError, expected_calibration_error
 from .class_weights import median_frequency_weights
-from .collection import SegmentationMetrics
+from .collection import SegmentationMetrics, upsample_logits
 from .confusion import ConfusionMatrix, SegmentationScores, scores_from_confusion
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "expected_calibration_error",
     "median_frequency_weights",
     "scores_from_confusion",
+    "upsample_logits",
 ]

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_bool
@@ -63,8 +64,20 @@ class SegmentationMetrics(Accumulator):
 
     @torch.no_grad()
     def update(self, logits: Tensor, masks: Tensor) -> None:
-        """Count one batch: ``logits`` float (N, num_classes, H, W) (probabilities work too, and
-        for the confusion matrix and BF alone also labels (N, H, W)); ``masks`` integer (N, H, W)."""
+        """Count one batch: ``logits`` float (N, num_classes, h, w) (probabilities work too, and
+        for the confusion matrix and BF alone also labels (N, H, W)); ``masks`` integer (N, H, W).
+
+        Logits of another size than the masks (a model run at a reduced ``eval_size``) are first
+        upsampled to the masks' size by :func:`upsample_logits`, so that every label is counted at
+        its own resolution; labels cannot be interpolated and must match the masks' size.
+        """
+        if isinstance(logits, Tensor) and isinstance(masks, Tensor) and logits.shape[-2:] != masks.shape[-2:]:
+            if logits.dim() != 4 or not logits.is_floating_point():
+                raise ValueError(
+                    f"predicted labels {tuple(logits.shape)} cannot be compared with labels {tuple(masks.shape)} of "
+                    "another size: pass float logits (N, C, h, w), which are upsampled to the labels' size"
+                )
+            logits = upsample_logits(logits, masks.shape[-2:])
         self.confusion.update(logits, masks)
         if self.boundary is not None:
             self.boundary.update(logits, masks)
@@ -80,3 +93,22 @@ class SegmentationMetrics(Accumulator):
         if self.calibration is not None:
             scores = replace(scores, ece=self.calibration.compute())
         return scores
+
+
+def upsample_logits(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """``logits`` (N, C, h, w) at the label size ``size = (H, W)``: bilinear, ``align_corners=False``
+    (half-pixel centres), computed in float32 (float64 stays float64); unchanged when already
+    that size.
+
+    This is the one place where segzoo brings a model's output to the ground truth's resolution:
+    the evaluation loop and :class:`SegmentationMetrics` both use it, so scores, loss, BF and ECE
+    always count each label at its own resolution, whatever size the model saw.
+    """
+    if logits.dim() != 4 or not logits.is_floating_point():
+        raise ValueError(f"logits must be float (N, C, h, w), got {tuple(logits.shape)} {logits.dtype}")
+    size = (int(size[0]), int(size[1]))
+    if tuple(logits.shape[-2:]) == size:
+        return logits
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

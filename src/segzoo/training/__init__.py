@@ -2,18 +2,20 @@
 
 ``config`` (:class:`TrainConfig`), ``trainer`` (:class:`Trainer`: the loop, checkpoints, resume),
 ``evaluation`` (:func:`evaluate` over a loader, a dataset with pictures, a checkpoint),
-``loaders`` (:func:`make_loader`), ``distributed`` (joining and leaving torchrun's process group,
-sharding, collectives), ``run`` (a whole run from datasets: :func:`train`, :func:`demo`).
+``loaders`` (:func:`make_loader`), ``precision`` (what each ``amp`` mode means on a device),
+``distributed`` (joining and leaving torchrun's process group, sharding, collectives), ``run`` (a whole run from datasets: :func:`train`, :func:`demo`).
 """
 
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .distributed import ShardSampler, process_group
 from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
-from .loaders import make_loader
+from .loaders import collate_pairs, make_loader
+from .precision import AMP_MODES, autocast_dtype
 from .run import RunResult, demo, prepare_out_dir, train
 from .trainer import History, Trainer, TrainingDiverged
 
 __all__ = [
+    "AMP_MODES",
     "OPTIMIZERS",
     "SCHEDULES",
     "History",
@@ -22,6 +24,8 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "autocast_dtype",
+    "collate_pairs",
     "demo",
     "evaluate",
     "evaluate_checkpoint",

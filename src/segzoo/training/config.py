@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .._checks import check_bool, check_choice, check_float, check_int, check_optional_int
+from .precision import normalize_amp
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -23,7 +24,9 @@ class TrainConfig:
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     encoder_lr_scale: float = 1.0  # encoder LR = lr * encoder_lr_scale (differential fine-tuning)
     freeze_encoder: bool = False
-    amp: bool = False  # bf16 autocast on CPU, fp16 + gradient scaling on CUDA
+    # "off", "on" (= True: bf16 autocast on CPU, fp16 + gradient scaling on CUDA), "auto", "bf16",
+    # "fp16": see segzoo.training.precision; bools are kept working and stored as "on" / "off"
+    amp: bool | str = "off"
     accumulate_steps: int = 1
     ignore_index: int | None = None
     seed: int | None = 0
@@ -32,6 +35,11 @@ class TrainConfig:
     sync_batchnorm: bool = False
     # deterministic kernels during fit(): with a seed, reruns give bitwise identical weights
     deterministic: bool = False
+    # channels_last memory format for the model and the training batches (faster convolutions on
+    # CPUs with oneDNN and on tensor-core GPUs); checkpoints are unaffected
+    channels_last: bool = False
+    # minutes: fit() stops at an epoch boundary when the next epoch would not end in time
+    time_limit_minutes: float | None = None
 
     def __post_init__(self) -> None:
         """Check every field's type and range (``TypeError`` / ``ValueError`` naming it)."""
@@ -43,9 +51,12 @@ class TrainConfig:
         self.encoder_lr_scale = check_float("encoder_lr_scale", self.encoder_lr_scale, 0.0)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        for name in ("freeze_encoder", "amp", "sync_batchnorm", "deterministic"):
+        for name in ("freeze_encoder", "sync_batchnorm", "deterministic", "channels_last"):
             check_bool(name, getattr(self, name))
         self.ignore_index = check_optional_int("ignore_index", self.ignore_index)
         self.seed = check_optional_int("seed", self.seed)
+        self.amp = normalize_amp(self.amp)
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise ValueError(f"time_limit_minutes must be positive (or None), got {self.time_limit_minutes}")
         if self.deterministic and self.seed is None:
             raise ValueError("deterministic training needs a seed, got seed=None")

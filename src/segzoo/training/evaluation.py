@@ -23,11 +23,12 @@ from ..data import denormalize, eval_transforms
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.run_description import RunDescription
-from ..metrics import SegmentationMetrics, SegmentationScores
+from ..metrics import SegmentationMetrics, SegmentationScores, upsample_logits
 from ..models.base import SegmentationModel
 from . import distributed
 from .distributed import ShardSampler
 from .loaders import make_loader
+from .precision import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def evaluate(
     loader: Iterable[tuple[Tensor, Tensor]],
     ignore_index: int | None = None,
     criterion: nn.CrossEntropyLoss | None = None,
-    amp: bool = False,
+    amp: bool | str | torch.dtype = False,
     progress: bool = False,
     detailed: bool = False,
 ) -> tuple[float, SegmentationScores]:
@@ -46,11 +47,21 @@ def evaluate(
     ``criterion`` (cross-entropy by default) and the confusion-matrix scores; with ``detailed``,
     also the boundary F1 score (per class too) and the expected calibration error.
 
+    Every score is counted against each label at its own resolution, as the papers do: when the
+    model sees images resized to a smaller ``eval_size`` (:func:`~segzoo.data.eval_transforms`
+    keeps the masks as they are), its logits are upsampled bilinearly (``align_corners=False``) to
+    the label's size (:func:`~segzoo.metrics.upsample_logits`) before the confusion matrix, loss,
+    BF and ECE see them. Batches may list images and masks of different sizes
+    (:func:`~segzoo.training.loaders.collate_pairs`, which evaluation loaders from
+    :func:`make_loader` use): each item is then run and scored on its own.
+
     The loss is averaged over all counted pixels (weighted by the criterion's class weights), as
     if the whole loader were one batch, so it does not depend on how the data is batched or
     sharded. When ``loader`` samples with a :class:`~segzoo.training.distributed.ShardSampler`, each process
     evaluates its shard and the loss and confusion matrix are summed over processes: every process
     returns the scores of the whole dataset.
+
+    ``amp``: a mode of :mod:`segzoo.training.precision` (``True`` is ``"on"``) or an autocast dtype.
     """
     if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
         raise TypeError(f"criterion must be an nn.CrossEntropyLoss (its sum is averaged per pixel), got {type(criterion).__name__}")
@@ -64,18 +75,17 @@ def evaluate(
     device = next(model.parameters()).device
     criterion = criterion or nn.CrossEntropyLoss(ignore_index=ignore_label(ignore_index))
     metrics = SegmentationMetrics(model.num_classes, ignore_index, boundary=detailed, calibration=detailed, device=device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype(device)) if amp else nullcontext()
+    dtype = amp if isinstance(amp, torch.dtype) else autocast_dtype(amp, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     total = torch.zeros((), dtype=torch.float64, device=device)
     weight = torch.zeros((), dtype=torch.float64, device=device)
     bar = progress_bar(loader, progress, "evaluate")
     for images, masks in bar:
-        images, masks = images.to(device), masks.to(device)
-        with autocast:
-            logits = model(images)
-        batch_total, batch_weight = summed_loss(criterion, logits.float(), masks)
-        total += batch_total.double()
-        weight += batch_weight
-        metrics.update(logits, masks)
+        for logits, labels in _logits_at_label_size(model, images, masks, autocast, device):
+            batch_total, batch_weight = summed_loss(criterion, logits, labels)
+            total += batch_total.double()
+            weight += batch_weight
+            metrics.update(logits, labels)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{float(total / weight):.4f}", mIoU=f"{metrics.confusion.compute().mean_iou:.3f}")
     if isinstance(sampler, ShardSampler):
@@ -83,6 +93,32 @@ def evaluate(
         total, weight = distributed.all_reduce_sum([float(total), float(weight)], device)
     scores = metrics.compute()
     return float(total / weight) if weight > 0 else math.nan, scores
+
+
+def _logits_at_label_size(
+    model: nn.Module,
+    images: Tensor | list[Tensor],
+    masks: Tensor | list[Tensor],
+    autocast: Any,
+    device: torch.device,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The model's float logits for a batch, each upsampled to its label's size
+    (:func:`~segzoo.metrics.upsample_logits`), with those labels: one pair for a stacked batch,
+    one per item where :func:`~segzoo.training.loaders.collate_pairs` left a list (mixed sizes)."""
+    if isinstance(images, Tensor):
+        with autocast:
+            outputs = model(images.to(device))
+        if isinstance(masks, Tensor):
+            yield upsample_logits(outputs.float(), masks.shape[-2:]), masks.to(device)
+            return
+        per_item = [outputs[i : i + 1] for i in range(len(outputs))]
+    else:
+        per_item = []
+        for image in images:
+            with autocast:
+                per_item.append(model(image.to(device)[None]))
+    for logits, target in zip(per_item, masks, strict=True):
+        yield upsample_logits(logits.float(), target.shape[-2:]), target.to(device)[None]
 
 
 def summed_loss(criterion: nn.CrossEntropyLoss, logits: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,9 +195,7 @@ def evaluate_dataset(
     _, scores = evaluate(model, make_loader(dataset, batch_size, shuffle=False), run.ignore_index, detailed=True)
     files: dict[str, Path] = {}
     if out_dir is not None:
-        images, masks = (torch.stack(column) for column in zip(*(dataset[i] for i in range(min(8, len(dataset))))))
-        predictions = model(images.to(next(model.parameters()).device)).argmax(1).cpu()
-        pictures = denormalize(images, run.mean, run.std)
+        pictures, masks, predictions = _drawn_samples(model, dataset, run)
         files["predictions"] = viz.prediction_grid(
             pictures, masks, predictions, run.palette, Path(out_dir) / "predictions.png", ignore_index=run.ignore_index
         )
@@ -172,6 +206,21 @@ def evaluate_dataset(
         except ImportError:
             logger.info("matplotlib not installed: skipping confusion_matrix.png")
     return scores, files
+
+
+def _drawn_samples(model: SegmentationModel, dataset: Any, run: RunDescription, count: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+    """Up to ``count`` leading items of the first item's label size, for the prediction grid: uint8
+    pictures, labels and predictions, all at the label resolution (logits upsampled as when scored)."""
+    device = next(model.parameters()).device
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    items = [item for item in items if item[1].shape == items[0][1].shape]
+    pictures, predictions = [], []
+    for image, mask in items:
+        logits = upsample_logits(model(image.to(device)[None]).float(), mask.shape)
+        predictions.append(logits.argmax(1)[0].cpu())
+        picture = image[None] if image.shape[-2:] == mask.shape else F.interpolate(image[None], size=tuple(mask.shape), mode="bilinear")
+        pictures.append(denormalize(picture, run.mean, run.std)[0])
+    return torch.stack(pictures), torch.stack([mask for _, mask in items]), torch.stack(predictions)
 
 
 def evaluate_checkpoint(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, default_collate
 
 from .distributed import ShardSampler
 
@@ -29,12 +30,15 @@ def make_loader(
     ``seed`` and the epoch, dropping the remainder so that every process takes the same number of
     steps. Evaluation: a :class:`~segzoo.training.distributed.ShardSampler`, every item exactly once.
 
+    Evaluation loaders batch with :func:`collate_pairs`: masks of different sizes stay a list.
+
     Workers' seeds come from the global torch RNG, which the trainer seeds and checkpoints; torch
     seeds ``random``, ``numpy`` and torch in each worker.
     """
     if not shuffle:
+        # evaluation: labels of any size, each kept as it is
         sampler: Sampler[int] = ShardSampler(dataset) if distributed else None  # type: ignore[assignment]
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_pairs)
     if distributed:
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
     else:
@@ -67,3 +71,18 @@ class EpochShuffle(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def collate_pairs(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor | list[Tensor], Tensor | list[Tensor]]:
+    """Batch (image, mask) pairs for evaluation: images and masks are each stacked when they share
+    a size, and otherwise kept as lists, so that a dataset of mixed sizes is scored at every
+    label's own resolution with any batch size, without padding (:func:`~segzoo.training.evaluate`
+    runs listed images one by one and upsamples logits to each listed mask)."""
+    images, masks = zip(*batch)
+    return _stack_if_equal(images), _stack_if_equal(masks)
+
+
+def _stack_if_equal(tensors: Sequence[Tensor]) -> Tensor | list[Tensor]:
+    if all(t.shape == tensors[0].shape for t in tensors):
+        return default_collate(list(tensors))
+    return list(tensors)

@@ -8,13 +8,14 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import viz
-from ..data import DataConfig, SyntheticShapes, eval_transforms, train_transforms
+from ..data import DataConfig, InMemoryDataset, SyntheticShapes, eval_transforms, train_transforms
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load
 from ..io.run_description import RunDescription
@@ -31,13 +32,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunResult:
-    """What a training run left behind."""
+    """What a training run left behind. A run stopped by its time limit (``time_limit_reached``)
+    has no final ``scores`` (``None``) and no pictures of them: resume it to finish."""
 
     out_dir: Path
     history: list[dict[str, float]]
-    scores: SegmentationScores
+    scores: SegmentationScores | None
     run: RunDescription
     files: dict[str, Path] = field(default_factory=dict)
+    time_limit_reached: bool = False
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -57,6 +60,7 @@ def train(
     num_workers: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    recipe: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Fine-tune ``model`` on untransformed datasets (items: uint8 image, int64 mask), writing
     ``last.pt``, ``best.pt``, ``predictions.png`` and, with matplotlib, ``curves.png`` and
@@ -64,7 +68,10 @@ def train(
 
     ``data`` (:class:`~segzoo.data.DataConfig`) sets the batch size, the augmentation, the
     evaluation size and the class weighting; it is saved in the checkpoints with the rest of the
-    run description (class names and colours come from ``train_set``).
+    run description (class names and colours come from ``train_set``), with ``recipe`` (the
+    resolved recipe of a command-line run, plain values) when given. With ``data.cache`` both
+    splits are decoded once and served from memory (:class:`~segzoo.data.InMemoryDataset`).
+    A run stopped by ``config.time_limit_minutes`` skips the final evaluation (see :class:`RunResult`).
 
     Launched by ``torchrun``, every process runs this same call inside
     :func:`~segzoo.training.distributed.process_group`: it trains data-parallel with
@@ -79,13 +86,19 @@ def train(
     out_dir = prepare_out_dir(out_dir, resume, overwrite)
     ignore_index = train_set.ignore_index
     config = dataclasses.replace(config, ignore_index=ignore_index)  # the caller's config stays as it was
+    if data.cache:
+        train_set = InMemoryDataset(train_set, name="training split")
+        val_set = InMemoryDataset(val_set, name="validation split")
     weights = median_frequency_weights(train_set, train_set.num_classes, ignore_index) if data.class_weights == "median" else None
     if data.crop_size is not None:
         train_set.transforms = train_transforms(data.crop_size, model.mean, model.std, ignore_index, scale=data.train_scale)
     else:
-        train_set.transforms = eval_transforms(model.mean, model.std, data.eval_size)
+        # the loss needs labels at the logits' size: whole images and labels resized together
+        train_set.transforms = eval_transforms(model.mean, model.std, data.eval_size, resize_mask=True)
     val_set.transforms = eval_transforms(model.mean, model.std, data.eval_size)
     run = RunDescription.for_model(model, train_set, data)
+    if recipe is not None:
+        run = dataclasses.replace(run, recipe=dict(recipe))
     process_device = distributed.setup(device)  # before the loaders: they shard once a process group exists
     if overwrite and distributed.is_main():
         for name in CHECKPOINTS:  # so that a stale best.pt never stands for this run
@@ -106,6 +119,9 @@ def train(
         trainer.resume(out_dir / "last.pt")
     history = trainer.fit()
     scores, files = None, {}
+    if trainer.time_limit_reached:  # unfinished: no final evaluation, only the curves so far
+        curves = write_curves(history, out_dir) if distributed.is_main() else None
+        return RunResult(out_dir, history, None, run, {"curves": curves} if curves else {}, time_limit_reached=True)
     if distributed.is_main():
         best = load(out_dir / "best.pt", map_location=trainer.device) if (out_dir / "best.pt").exists() else trainer.model
         scores, files = evaluate_dataset(best, val_set, run, out_dir, data.batch_size, device=trainer.device)

@@ -34,13 +34,19 @@ from ..metrics import SegmentationScores
 from ..models.base import SegmentationModel
 from . import distributed
 from .config import TrainConfig
-from .evaluation import amp_dtype, evaluate, ignore_label, progress_bar, summed_loss
+from .evaluation import evaluate, ignore_label, progress_bar, summed_loss
+from .precision import autocast_dtype, describe_amp
 
 logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(FloatingPointError):
     """Training stopped on a non-finite loss or non-finite weights; the last good checkpoints are kept."""
+
+
+def _now() -> float:
+    """The clock of ``time_limit_minutes`` (a function, so that tests can replace it)."""
+    return time.monotonic()
 
 
 @dataclass
@@ -90,6 +96,8 @@ class Trainer:
             )
         self.device = distributed.setup(device)
         self.model = model.to(self.device)
+        if self.config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -114,10 +122,14 @@ class Trainer:
         # depends on the world size and batch size, so resume() recomputes the step from the epoch
         self.steps_per_epoch = math.ceil(batches / self.config.accumulate_steps)
         self.scheduler = self._build_scheduler(step=0)
-        amp_fp16 = self.config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_fp16)
+        #: the autocast dtype of ``config.amp`` on this device (None: float32; see segzoo.training.precision)
+        self.amp_dtype = autocast_dtype(self.config.amp, self.device)
+        logger.info("mixed precision %s", describe_amp(self.config.amp, self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.history = History()
         self.epoch = 0  # epochs finished
+        #: whether the last fit() stopped early because the next epoch would not end within the time limit
+        self.time_limit_reached = False
 
     def _wrap(self, model: SegmentationModel) -> nn.Module:
         """The module training runs through: DDP around ``model`` under a process group."""
@@ -151,7 +163,7 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule, last_epoch=step - 1)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=amp_dtype(self.device)) if self.config.amp else nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
 
     @property
     def _show_progress(self) -> bool:
@@ -166,12 +178,36 @@ class Trainer:
 
         With ``config.deterministic``, ``torch.use_deterministic_algorithms(True)`` and
         ``cudnn.benchmark = False`` hold during the call and the previous settings come back after.
+
+        With ``config.time_limit_minutes``, an epoch starts only if it is expected to end within
+        that many minutes of this call's start, the expected length being the longest epoch of
+        this call (before the first: the longest recorded in the history, e.g. of a resumed run;
+        with neither, the epoch runs). Otherwise fit stops at that epoch boundary with
+        :attr:`time_limit_reached` set; ``last.pt`` then holds the finished epochs, and
+        :meth:`resume` + :meth:`fit` continue exactly as if the run had never stopped.
         """
+        self.time_limit_reached = False
+        deadline = None if self.config.time_limit_minutes is None else _now() + 60 * self.config.time_limit_minutes
+        durations: list[float] = []
         with _deterministic_algorithms(self.config.deterministic):
             while self.epoch < self.config.epochs:
+                if deadline is not None and self._next_epoch_ends_too_late(deadline, durations):
+                    self.time_limit_reached = True
+                    break
+                started = _now()
                 self._fit_epoch()
+                durations.append(_now() - started)
         distributed.barrier()  # when fit returns, rank 0's checkpoints are on disk for every process
         return self.history.epochs
+
+    def _next_epoch_ends_too_late(self, deadline: float, durations: list[float]) -> bool:
+        """Rank 0's estimate, shared by every process: would one more epoch end after ``deadline``?"""
+        recorded = [r["seconds"] for r in self.history.epochs if "seconds" in r]
+        estimate = max(durations) if durations else (max(recorded) if recorded else None)
+        late = estimate is not None and _now() + estimate > deadline
+        if late:
+            logger.info("time limit: an epoch takes about %.0f s, %.0f s are left", estimate, deadline - _now())
+        return bool(distributed.broadcast_object(late))
 
     def _fit_epoch(self) -> None:
         started = time.perf_counter()
@@ -212,6 +248,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for index, (images, masks) in enumerate(bar):
             images, masks = images.to(self.device), masks.to(self.device)
+            if self.config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             last_of_group = (index + 1) % accumulate == 0 or index + 1 == len(self.train_loader)  # type: ignore[arg-type]
             # DDP would all-reduce the gradients of every backward; only the group's last one counts
             no_sync = isinstance(self._network, DistributedDataParallel) and not last_of_group
@@ -256,7 +294,8 @@ class Trainer:
 
     def validate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, SegmentationScores]:
         """Mean loss and scores of the model on ``loader`` with this run's loss (see :func:`evaluate`)."""
-        return evaluate(self.model, loader, self.config.ignore_index, self.criterion, self.config.amp, self._show_progress)
+        amp = self.amp_dtype if self.amp_dtype is not None else False
+        return evaluate(self.model, loader, self.config.ignore_index, self.criterion, amp, self._show_progress)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a resumable checkpoint (model, optimizer, schedule, scaler, history, RNG state)."""
