@@ -85,10 +85,7 @@ def test_every_recipe_field_is_a_train_option():
     options = _train_options()
     assert set(FIELDS) <= set(options), set(FIELDS) - set(options)
     # what a recipe may not set: where the data and outputs are, and how this machine runs the job
-    assert set(options) - set(FIELDS) == {
-        "help", "verbose", "progress", "recipe", "data", "out", "init_from", "reinit_head", "resume", "workers",
-        "device", "sync_bn", "time_limit",
-    }  # fmt: skip
+    assert not set(FIELDS) & {"data", "out", "init_from", "reinit_head", "resume", "workers", "device", "sync_bn", "time_limit"}
 
 
 def test_the_paper_settings_are_in_the_recipes():
