@@ -23,12 +23,20 @@ def test_default_is_one_softmax_pass(bayesian):
     assert torch.equal(result.labels, expected.argmax(1))
 
 
-def test_working_size_runs_there_and_comes_back_bilinearly(bayesian):
-    x = torch.randn(1, 3, 40, 60)
-    result = infer(bayesian, x, InferenceOptions(size=(20, 30)))
+def test_another_output_size_upsamples_the_logits_as_scores_are_counted(bayesian):
+    """One plain pass: the logits upsampled bilinearly to the output size, then the softmax (as
+    evaluation counts them); with TTA the log-probabilities are, which gives the same labels."""
+    x = torch.randn(1, 3, 20, 30)
+    result = infer(bayesian, x, output_size=(40, 60))
     with torch.no_grad():
-        small = bayesian(F.interpolate(x, size=(20, 30), mode="bilinear", antialias=True)).softmax(1)
-    torch.testing.assert_close(result.probabilities, F.interpolate(small, size=(40, 60), mode="bilinear"), atol=0, rtol=0)
+        logits = bayesian(x)
+    expected = F.interpolate(logits, size=(40, 60), mode="bilinear", align_corners=False).softmax(1)
+    torch.testing.assert_close(result.probabilities, expected, atol=1e-6, rtol=0)
+    flipped = infer(bayesian, x, InferenceOptions(flip=True), output_size=(40, 60))
+    with torch.no_grad():
+        mean = (logits.softmax(1) + bayesian(x.flip(-1)).softmax(1).flip(-1)) / 2
+    expected = F.interpolate(mean.log(), size=(40, 60), mode="bilinear", align_corners=False).softmax(1)
+    torch.testing.assert_close(flipped.probabilities, expected, atol=1e-5, rtol=0)
 
 
 def test_monte_carlo_matches_mc_predict(bayesian):
@@ -76,9 +84,9 @@ def test_modes_are_restored(bayesian):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"size": (0, 4)}, "size"), ({"tile": (4,)}, "tile"), ({"overlap": -0.1}, "overlap"), ({"blend": "x"}, "blend"),
+    [({"flip": 1}, "flip"), ({"tile": (4,)}, "tile"), ({"overlap": -0.1}, "overlap"), ({"blend": "x"}, "blend"),
      ({"tile_batch": 0}, "tile_batch"), ({"mc_samples": 0}, "mc_samples"), ({"scales": ()}, "scales")],
 )  # fmt: skip
 def test_bad_options_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((TypeError, ValueError), match=message):
         InferenceOptions(**kwargs)

@@ -17,7 +17,8 @@ from . import __version__
 from ._checks import check_device
 from .data import LAYOUTS, DataConfig, layout_classes, open_splits
 from .export import export_onnx, export_program, save_program
-from .inference import predict_files
+from .inference import InferenceOptions, predict_files
+from .inference.tiling import BLENDS
 from .io.atomic import check_writable_file
 from .io.checkpoint import load, load_weights
 from .models.registry import get_model, list_models
@@ -26,8 +27,19 @@ from .models.summary import model_table
 from .models.weights import WeightsUnavailable
 from .recipes import FIELDS as RECIPE_FIELDS
 from .recipes import Recipe, list_recipes, load_recipe
-from .training import AMP_MODES, OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, TrainingDiverged, demo, distributed
-from .training import evaluate_checkpoint, prepare_out_dir, train
+from .training import (
+    AMP_MODES,
+    OPTIMIZERS,
+    SCHEDULES,
+    RunResult,
+    TrainConfig,
+    TrainingDiverged,
+    demo,
+    distributed,
+    evaluate_checkpoint,
+    prepare_out_dir,
+    train,
+)
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
@@ -134,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="also write predictions.png and confusion_matrix.png here")
     evaluate.add_argument("--batch-size", type=_positive, default=8)
     evaluate.add_argument("--device")
+    evaluate.add_argument("--mc", type=_positive, metavar="T", help="score the mean of T Monte Carlo dropout passes")
+    evaluate.add_argument("--seed", type=int, default=0, help="dropout seed with --mc (default: %(default)s)")
+    _inference_arguments(evaluate)
 
     predict = _command(commands, "predict", _predict, "write class masks and overlays for images")
     predict.add_argument("checkpoint")
@@ -144,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="Monte Carlo dropout with T passes (models built with dropout, e.g. Bayesian SegNet); "
                               "also writes entropy and mutual-information heat maps")
     predict.add_argument("--seed", type=int, default=0, help="dropout seed with --mc (default: %(default)s)")
+    _inference_arguments(predict)
 
     models = _command(commands, "models", _models, "list models with parameters and GFLOPs")
     models.add_argument("--size", type=_positive, nargs=2, default=(360, 480), metavar=("H", "W"))
@@ -210,6 +226,25 @@ def _recipes(args: argparse.Namespace) -> None:
     width = max(len(recipe.name or "") for recipe in recipes)
     for recipe in recipes:
         print(f"{recipe.name:<{width}}  {recipe.description}")
+
+
+def _inference_arguments(command: argparse.ArgumentParser) -> None:
+    """Tiles and test-time augmentation, shared by predict and evaluate."""
+    command.add_argument("--tile", type=_positive, nargs=2, metavar=("H", "W"),
+                         help="sliding-window inference with HxW tiles (large images, bounded memory)")
+    command.add_argument("--overlap", type=float, default=0.25, help="with --tile: fraction of a tile shared with the next (default: %(default)s)")
+    command.add_argument("--blend", choices=BLENDS, default="gaussian", help="with --tile: how overlapping tiles are averaged (default: %(default)s)")
+    command.add_argument("--tile-batch", type=_positive, default=4, help="with --tile: tiles per forward pass (default: %(default)s)")
+    command.add_argument("--tta", choices=("flip",), help="test-time augmentation: average with the horizontally mirrored image")
+    command.add_argument("--scales", type=float, nargs="+", default=(1.0,), metavar="S",
+                         help="test-time augmentation: average over these image scales, e.g. 0.75 1 1.25 (default: 1)")
+
+
+def _inference_options(args: argparse.Namespace) -> InferenceOptions:
+    return InferenceOptions(
+        tile=tuple(args.tile) if args.tile else None, overlap=args.overlap, blend=args.blend, tile_batch=args.tile_batch,
+        flip=args.tta == "flip", scales=tuple(args.scales), mc_samples=args.mc, seed=args.seed,
+    )  # fmt: skip
 
 
 def _positive(text: str) -> int:
@@ -286,14 +321,14 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     scores, run, files = evaluate_checkpoint(
-        args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device
+        args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device, _inference_options(args)
     )
     print(scores.table(run.class_names))
     _print_files(files)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    for path in predict_files(args.checkpoint, args.images, args.out, args.device, args.mc, args.seed):
+    for path in predict_files(args.checkpoint, args.images, args.out, args.device, args.mc, args.seed, _inference_options(args)):
         print(path)
 
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
 
 from .. import viz
 from .._checks import check_device
 from ..data.folder import image_to_tensor
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
-from ..metrics import upsample_logits
-from .mc_dropout import mc_predict, normalised
+from .mc_dropout import normalised
+from .pipeline import InferenceOptions, infer
 
 
 def predict_files(
@@ -27,6 +27,7 @@ def predict_files(
     device: str | None = None,
     mc_samples: int | None = None,
     seed: int = 0,
+    options: InferenceOptions | None = None,
 ) -> list[Path]:
     """For each image write ``<name>_mask.png`` (palette PNG whose pixels are class indices) and
     ``<name>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits
@@ -39,6 +40,10 @@ def predict_files(
     that many Monte Carlo dropout passes (seeded), and heat maps of the predictive entropy and the
     mutual information, each divided by log C, are written beside it (``<name>_entropy.png``,
     ``<name>_mutual_information.png``; black: certain, pale yellow: log C).
+
+    ``options`` adds sliding-window tiles and test-time augmentation (flips, scales) around the
+    model or its MC dropout passes (:class:`~segzoo.inference.InferenceOptions`; its own
+    ``mc_samples`` and ``seed`` are replaced by the arguments here).
     """
     out = check_writable_folder(out_dir, "output folder (--out)")
     device = check_device(device, "device (--device)") if device is not None else "cpu"
@@ -48,6 +53,7 @@ def predict_files(
     if bad:  # its logits would be NaN, and their argmax a mask of class 0
         raise ValueError(f"{checkpoint} holds non-finite weights ({', '.join(bad[:5])}): a diverged run? Nothing was predicted")
     model.eval()
+    settings = replace(options or InferenceOptions(), mc_samples=mc_samples or None, seed=seed)
     colours = run.palette
     eval_size = run.data.eval_size
     written = []
@@ -65,19 +71,10 @@ def predict_files(
         if eval_size:
             resized = F.interpolate(image[None].float(), size=tuple(eval_size), mode="bilinear", antialias=True)
             resized = resized.round().clamp(0, 255).to(torch.uint8)[0]
-        maps: dict[str, Tensor] = {}
-        if mc_samples:
-            result = mc_predict(model, resized, mc_samples, seed=seed)
-            logits = result.probabilities.clamp_min(torch.finfo(result.probabilities.dtype).tiny).log()
-            maps = {"entropy": result.entropy, "mutual_information": result.mutual_information}
-        else:
-            with torch.no_grad():
-                logits = model(model.prepare(resized))
-        # as when scored: logits upsampled bilinearly to the image's own size, then the argmax
-        labels = upsample_logits(logits.float(), image.shape[-2:]).argmax(1)
-        if eval_size:
-            maps = {k: F.interpolate(v[None], size=image.shape[-2:], mode="bilinear")[0] for k, v in maps.items()}
-        labels = labels[0].cpu()
+        # as when scored: logits (or log-probabilities) upsampled bilinearly to the image's own size
+        result = infer(model, resized, settings, output_size=tuple(image.shape[-2:]))
+        maps = {"entropy": result.entropy, "mutual_information": result.mutual_information} if mc_samples else {}
+        labels = result.labels[0].cpu()
         written.append(viz.save_mask_png(out / f"{name}_mask.png", labels, colours))
         written.append(viz.save_png(out / f"{name}_overlay.png", viz.overlay(image, labels, colours)))
         for kind, values in maps.items():

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch.utils.data import DistributedSampler
 from .. import viz
 from .._checks import check_device
 from ..data import denormalize, eval_transforms
+from ..inference.pipeline import InferenceOptions, log_probabilities
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.run_description import RunDescription
@@ -42,6 +44,7 @@ def evaluate(
     amp: bool | str | torch.dtype = False,
     progress: bool = False,
     detailed: bool = False,
+    options: InferenceOptions | None = None,
 ) -> tuple[float, SegmentationScores]:
     """Run ``model`` (eval mode, on its own device) over (images, masks) batches: the mean of
     ``criterion`` (cross-entropy by default) and the confusion-matrix scores; with ``detailed``,
@@ -62,6 +65,9 @@ def evaluate(
     returns the scores of the whole dataset.
 
     ``amp``: a mode of :mod:`segzoo.training.precision` (``True`` is ``"on"``) or an autocast dtype.
+    ``options`` (:class:`~segzoo.inference.InferenceOptions`): test-time augmentation, tiles or
+    Monte Carlo dropout in place of the plain forward pass; their class log-probabilities stand in
+    for the logits (the loss is then the negative log-likelihood of the combined prediction).
     """
     if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
         raise TypeError(f"criterion must be an nn.CrossEntropyLoss (its sum is averaged per pixel), got {type(criterion).__name__}")
@@ -69,7 +75,7 @@ def evaluate(
     if isinstance(sampler, DistributedSampler):
         raise ValueError(
             "evaluation needs every item exactly once, but DistributedSampler pads or drops items; "
-            "shard with segzoo.distributed.ShardSampler (make_loader(..., shuffle=False, distributed=True))"
+            "shard with segzoo.training.distributed.ShardSampler (make_loader(..., shuffle=False, distributed=True))"
         )
     model.eval()
     device = next(model.parameters()).device
@@ -80,8 +86,9 @@ def evaluate(
     total = torch.zeros((), dtype=torch.float64, device=device)
     weight = torch.zeros((), dtype=torch.float64, device=device)
     bar = progress_bar(loader, progress, "evaluate")
+    forward = model if options is None or options.plain else partial(log_probabilities, model, options=options)
     for images, masks in bar:
-        for logits, labels in _logits_at_label_size(model, images, masks, autocast, device):
+        for logits, labels in _logits_at_label_size(forward, images, masks, autocast, device):
             batch_total, batch_weight = summed_loss(criterion, logits, labels)
             total += batch_total.double()
             weight += batch_weight
@@ -96,7 +103,7 @@ def evaluate(
 
 
 def _logits_at_label_size(
-    model: nn.Module,
+    model: Callable[[Tensor], Tensor],
     images: Tensor | list[Tensor],
     masks: Tensor | list[Tensor],
     autocast: Any,
@@ -187,12 +194,14 @@ def evaluate_dataset(
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    options: InferenceOptions | None = None,
 ) -> tuple[SegmentationScores, dict[str, Path]]:
     """Scores of ``model`` on a transformed ``dataset`` (BF and ECE included); with ``out_dir``, also
     a prediction grid of its first images (``predictions.png``, in ``run``'s colours) and, with
-    matplotlib, ``confusion_matrix.png``."""
+    matplotlib, ``confusion_matrix.png``. ``options``: test-time augmentation, tiles or MC dropout
+    (see :func:`evaluate`)."""
     model.to(device or next(model.parameters()).device)
-    _, scores = evaluate(model, make_loader(dataset, batch_size, shuffle=False), run.ignore_index, detailed=True)
+    _, scores = evaluate(model, make_loader(dataset, batch_size, shuffle=False), run.ignore_index, detailed=True, options=options)
     files: dict[str, Path] = {}
     if out_dir is not None:
         pictures, masks, predictions = _drawn_samples(model, dataset, run)
@@ -231,9 +240,11 @@ def evaluate_checkpoint(
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 8,
     device: str | None = None,
+    options: InferenceOptions | None = None,
 ) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
-    scores, the checkpoint's run description and the pictures written to ``out_dir``."""
+    scores, the checkpoint's run description and the pictures written to ``out_dir``. ``options``:
+    test-time augmentation, tiles or MC dropout (see :func:`evaluate`)."""
     from ..data import layout_classes, open_split
 
     if out_dir is not None:
@@ -251,5 +262,5 @@ def evaluate_checkpoint(
     if run.ignore_index is None and dataset.ignore_index is not None:
         run = replace(run, ignore_index=dataset.ignore_index)
     dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
-    scores, files = evaluate_dataset(model, dataset, run, out_dir, batch_size, device=device)
+    scores, files = evaluate_dataset(model, dataset, run, out_dir, batch_size, device=device, options=options)
     return scores, run, files

@@ -35,7 +35,9 @@ def normalize_amp(mode: bool | str | None) -> str:
         return "off"
     if mode is True:
         return "on"
-    if not isinstance(mode, str) or mode not in AMP_MODES:
+    if not isinstance(mode, str):
+        raise TypeError(f"amp must be one of {AMP_MODES} (or a bool), got {type(mode).__name__} {mode!r}")
+    if mode not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES} (or a bool), got {mode!r}")
     return mode
 
