@@ -143,8 +143,9 @@ def test_predict_accepts_pil_arrays_and_uint8_tensors():
         model.predict([pixels, pixels[:10]])
 
 
-def test_progress_bars_show_live_loss_and_miou(capsys):
+def test_progress_bars_show_live_loss_and_miou(capsys, monkeypatch):
     """With progress on, the bars (tqdm, on stderr here) carry the running loss and mIoU."""
+    monkeypatch.setattr("segzoo.training.evaluation.interactive", lambda: True)  # as in a terminal
     trainer = _trainer(epochs=2)
     trainer.progress = True
     trainer.fit()

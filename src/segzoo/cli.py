@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="channels_last memory format for training (faster convolutions on most CPUs and GPUs)")
     train.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                        help="decode both splits once and keep them in memory (refused if they would not fit)")
+    train.add_argument("--patience", type=_positive, metavar="N",
+                       help="early stopping: stop once validation mIoU has not improved for N epochs")
     train.add_argument("--time-limit", type=_positive_float, metavar="MIN",
                        help="stop cleanly after the last epoch that ends within MIN minutes; resume with --resume")
     train.add_argument("--accumulate", type=_positive, default=1, help="gradient accumulation steps")
@@ -287,6 +289,7 @@ def _train(args: argparse.Namespace) -> None:
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
         accumulate_steps=args.accumulate, seed=args.seed, sync_batchnorm=args.sync_bn, deterministic=args.deterministic,
         momentum=args.momentum, channels_last=args.channels_last, time_limit_minutes=args.time_limit,
+        patience=args.patience,
     )  # fmt: skip
     data = DataConfig(
         batch_size=args.batch_size, crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),

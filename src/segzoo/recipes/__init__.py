@@ -132,6 +132,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "deterministic": _boolean,
     "cache": _boolean,
     "channels_last": _boolean,
+    "patience": _integer(1),
 }
 
 

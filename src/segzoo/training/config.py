@@ -40,6 +40,8 @@ class TrainConfig:
     channels_last: bool = False
     # minutes: fit() stops at an epoch boundary when the next epoch would not end in time
     time_limit_minutes: float | None = None
+    # early stopping: stop once validation mIoU has not improved for this many epochs
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         """Check every field's type and range (``TypeError`` / ``ValueError`` naming it)."""
@@ -56,6 +58,8 @@ class TrainConfig:
         self.ignore_index = check_optional_int("ignore_index", self.ignore_index)
         self.seed = check_optional_int("seed", self.seed)
         self.amp = normalize_amp(self.amp)
+        if self.patience is not None:
+            self.patience = check_int("patience", self.patience, 1)
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
             raise ValueError(f"time_limit_minutes must be positive (or None), got {self.time_limit_minutes}")
         if self.deterministic and self.seed is None:

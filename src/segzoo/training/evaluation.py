@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
@@ -150,8 +151,15 @@ def ignore_label(ignore_index: int | None) -> int:
 
 
 def progress_bar(iterable: Iterable, enabled: bool, description: str) -> Iterable:
-    """``iterable`` itself, or with ``enabled`` a :class:`ProgressBar` over it."""
-    return ProgressBar(iterable, description) if enabled else iterable
+    """``iterable`` itself, or with ``enabled`` and a display that redraws (:func:`interactive`) a
+    :class:`ProgressBar` over it. Under a pipe or in a log file a bar would be thousands of
+    carriage-return updates; the trainer prints one line per epoch there instead."""
+    return ProgressBar(iterable, description) if enabled and interactive() else iterable
+
+
+def interactive() -> bool:
+    """Whether progress bars can redraw in place: stderr is a terminal, or a notebook kernel runs us."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 class ProgressBar:

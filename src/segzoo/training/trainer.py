@@ -13,9 +13,11 @@ validation scores are those of the whole validation set (see :mod:`segzoo.traini
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,17 +29,30 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._checks import check_bool
-from ..io.atomic import remove_stale_temporaries
+from ..io.atomic import atomic_write, remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationScores
 from ..models.base import SegmentationModel
 from . import distributed
 from .config import TrainConfig
-from .evaluation import evaluate, ignore_label, progress_bar, summed_loss
+from .evaluation import evaluate, ignore_label, interactive, progress_bar, summed_loss
 from .precision import autocast_dtype, describe_amp
 
 logger = logging.getLogger(__name__)
+
+
+#: per-epoch records beside the checkpoints, one JSON object per line
+HISTORY_FILE = "history.jsonl"
+
+
+def write_history(records: list[dict[str, float]], path: str | os.PathLike) -> Path:
+    """``records`` as JSON lines at ``path``, written atomically: the whole history of the run up
+    to ``last.pt``'s epoch, so the file and the checkpoint always agree, even after a kill."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    with atomic_write(path) as file:
+        file.write(text.encode())
+    return Path(path)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -191,6 +206,8 @@ class Trainer:
         durations: list[float] = []
         with _deterministic_algorithms(self.config.deterministic):
             while self.epoch < self.config.epochs:
+                if self.stopped_early:
+                    break
                 if deadline is not None and self._next_epoch_ends_too_late(deadline, durations):
                     self.time_limit_reached = True
                     break
@@ -199,6 +216,17 @@ class Trainer:
                 durations.append(_now() - started)
         distributed.barrier()  # when fit returns, rank 0's checkpoints are on disk for every process
         return self.history.epochs
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether ``config.patience`` epochs have passed since validation mIoU last improved (read
+        from the history alone, so a resumed run stops where an uninterrupted one would)."""
+        patience = self.config.patience
+        scores = [record.get("mean_iou") for record in self.history.epochs]
+        if patience is None or not scores or scores[-1] is None:
+            return False
+        best = max(range(len(scores)), key=lambda i: (scores[i] if scores[i] is not None else -math.inf, -i))
+        return len(scores) - 1 - best >= patience
 
     def _next_epoch_ends_too_late(self, deadline: float, durations: list[float]) -> bool:
         """Rank 0's estimate, shared by every process: would one more epoch end after ``deadline``?"""
@@ -225,15 +253,21 @@ class Trainer:
         improved = record.get("mean_iou", -math.inf) > self.history.best_mean_iou
         if improved:
             self.history.best_mean_iou = record["mean_iou"]
+        if self.stopped_early:
+            record["stopped_early"] = 1.0  # recorded in the history (and history.jsonl)
+            logger.info("early stopping: validation mIoU has not improved for %d epochs", self.config.patience)
         if not distributed.is_main():
             return
         logger.info("epoch %d/%d %s", self.epoch, self.config.epochs, _format(record))
+        if self._show_progress and not interactive():  # the bars' stand-in under a pipe: one line per epoch
+            print(f"epoch {self.epoch}/{self.config.epochs} {_format(record)}", file=sys.stderr, flush=True)
         if self.out_dir is not None:
             # best.pt first: last.pt records the best score, so a kill between the two writes leaves
             # the last.pt of the epoch before, and the resumed run writes this best.pt again
             if improved:
                 self.save(self.out_dir / "best.pt")
             self.save(self.out_dir / "last.pt")
+            write_history(self.history.epochs, self.out_dir / HISTORY_FILE)
             # a killed best.pt write's temporary, which the next best.pt write would remove, if any came
             remove_stale_temporaries(self.out_dir / "best.pt")
 
