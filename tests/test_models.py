@@ -11,16 +11,33 @@ import segzoo
 from conftest import NUM_CLASSES
 
 MODELS = segzoo.list_models()
+VGG_FCNS = ["fcn16s", "fcn32s", "fcn8s"]
 # each registered model, plus the FCNs' Caffe geometry and the floor-mode SegNets
 VARIANTS = [(name, {}) for name in MODELS]
-VARIANTS += [(name, {"geometry": "caffe"}) for name in MODELS if name.startswith("fcn")]
+VARIANTS += [(name, {"geometry": "caffe"}) for name in VGG_FCNS]
 VARIANTS += [(name, {"ceil_mode": False}) for name in MODELS if name.startswith("segnet")]
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 ODD_SIZES = [(37, 45), (97, 131), (64, 65)]
 
 
 def test_registry_lists_every_model():
-    assert MODELS == ["fcn16s", "fcn32s", "fcn8s", "segnet", "segnet_basic"]
+    assert MODELS == [
+        "bilinear_interpolation",
+        "deconvnet",
+        "deeplab_largefov",
+        "fcn16s",
+        "fcn32s",
+        "fcn8s",
+        "fcn_basic",
+        "fcn_basic_no_addition",
+        "fcn_basic_no_addition_no_dim_reduction",
+        "fcn_basic_no_dim_reduction",
+        "segnet",
+        "segnet_basic",
+        "segnet_basic_encoder_addition",
+        "segnet_basic_single_channel_decoder",
+        "unet_vgg16",
+    ]
     assert isinstance(segzoo.get_model("segnet_basic", num_classes=3), segzoo.SegNetBasic)
 
 
@@ -96,7 +113,7 @@ def test_in_channels_and_num_classes(name):
         assert model(torch.randn(2, 1, 40, 50)).shape == (2, 7, 40, 50)
 
 
-@pytest.mark.parametrize("name", ["segnet", "fcn32s", "fcn16s", "fcn8s"])
+@pytest.mark.parametrize("name", ["segnet", "fcn32s", "fcn16s", "fcn8s", "deconvnet", "deeplab_largefov", "unet_vgg16"])
 def test_encoder_convs_are_conv1_1_to_conv5_3(model_cache, name):
     convs = [m for m in model_cache(name).encoder.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
