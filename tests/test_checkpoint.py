@@ -12,7 +12,10 @@ import segzoo
 from segzoo.io.checkpoint import FORMAT, head_keys, load_checkpoint, load_weights, save_atomic, save_checkpoint
 
 
-@pytest.mark.parametrize("name", segzoo.list_models())
+# DeconvNet's checkpoint is a 1 GB file: with the slow tests
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "deconvnet" else n for n in segzoo.list_models()]
+)
 def test_every_model_round_trips(tmp_path, name):
     kwargs = {"num_classes": 3, "in_channels": 1}
     if name in ("fcn8s", "fcn16s", "fcn32s"):

@@ -17,8 +17,11 @@ from segzoo.export import export_onnx, export_program
 from segzoo.models.segnet import UNPOOLING_MODES
 
 MODELS = segzoo.list_models()
-# FCN-16s/32s share FCN-8s's encoder and fc layers; their smoke runs go with the slow tests
-SMOKE_MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in ("fcn16s", "fcn32s") else name for name in MODELS]
+# FCN-16s/32s share FCN-8s's encoder and fc layers; their smoke runs go with the slow tests, as
+# DeconvNet's (252M parameters)
+SMOKE_MODELS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("fcn16s", "fcn32s", "deconvnet") else name for name in MODELS
+]
 # (batch, height, width): the batch changes too, and 75x101 is no multiple of 32
 ONNX_SIZES = [(1, 64, 96), (2, 96, 128), (3, 75, 101)]
 

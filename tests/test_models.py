@@ -18,6 +18,9 @@ VARIANTS += [(name, {"geometry": "caffe"}) for name in VGG_FCNS]
 VARIANTS += [(name, {"ceil_mode": False}) for name in MODELS if name.startswith("segnet")]
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 ODD_SIZES = [(37, 45), (97, 131), (64, 65)]
+# DeconvNet holds 252M parameters (1 GB): its CamVid-size forward and fresh builds go with the slow tests
+HEAVY = {"deconvnet"}
+LIGHT_FIRST = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in MODELS]
 
 
 def test_registry_lists_every_model():
@@ -69,7 +72,7 @@ def test_train_step_reaches_every_parameter(model_cache, name, kwargs):
     assert starved == []
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", LIGHT_FIRST)
 def test_camvid_size(model_cache, name):
     """360x480 (CamVid) works in eval mode and gives a full-size map."""
     model = model_cache(name).eval()
@@ -105,7 +108,7 @@ def test_bad_inputs_raise_early_with_the_expectation(model_cache, name):
         model([[0.0]])
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", LIGHT_FIRST)
 def test_in_channels_and_num_classes(name):
     model = segzoo.get_model(name, num_classes=7, in_channels=1).eval()
     assert (model.in_channels, model.num_classes) == (1, 7)
