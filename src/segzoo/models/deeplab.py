@@ -8,13 +8,12 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io.state_dict import load_exact
 from ._inputs import check_images
 from .base import SegmentationModel
 from .registry import register_model
 from .upsampling import crop_to
-from .vgg import VGG16, VGGEncoder, from_torchvision
-from .weights import BackboneWeights, resolve_backbone_weights
+from .vgg import VGG16, VGGEncoder
+from .weights import BackboneWeights, load_vgg_backbone
 
 #: fc6: 3x3 with dilation ("hole") 12, 1024 channels; fc7: 1x1, 1024 channels
 FC6_CHANNELS, FC6_KERNEL, FC6_DILATION = 1024, 3, 12
@@ -76,15 +75,13 @@ class DeepLabLargeFOV(SegmentationModel):
         self.drop6 = nn.Dropout(0.5)
         self.drop7 = nn.Dropout(0.5)
         self.fc8 = nn.Conv2d(FC6_CHANNELS, num_classes, 1)
-        if weights_backbone is not None:
-            self._load_backbone(weights_backbone, batch_norm, progress)
-
-    def _load_backbone(self, weights: BackboneWeights, batch_norm: bool, progress: bool) -> None:
-        if self.in_channels != 3:  # checked before resolving, so a wrong configuration never downloads
-            raise ValueError(f"ImageNet weights expect in_channels=3, the model was built with in_channels={self.in_channels}")
-        state = from_torchvision(resolve_backbone_weights(weights, batch_norm, progress), batch_norm, with_fc=True)
-        target = nn.ModuleDict({"encoder": self.encoder, "fc6": self.fc6, "fc7": self.fc7})
-        load_exact(target, decimate_fc(state), "weights_backbone")
+        load_vgg_backbone(
+            nn.ModuleDict({"encoder": self.encoder, "fc6": self.fc6, "fc7": self.fc7}),
+            weights_backbone,
+            batch_norm,
+            progress,
+            adapt=decimate_fc,
+        )
 
     @property
     def num_classes(self) -> int:
