@@ -66,3 +66,16 @@ def test_empty_descriptions_are_rejected(stages):
 def test_segnet_decoder_mirrors_the_encoder():
     assert mirror(VGG16) == ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64, 64))
     assert mirror(SEGNET_BASIC) == ((64,), (64,), (64,), (64,))
+
+
+def test_depthwise_stages_have_one_filter_per_map():
+    (stage,) = make_stages(((8, 8),), 8, kernel_size=7, bias=False, depthwise=True)
+    assert all(block.conv.groups == 8 and block.conv.weight.shape == (8, 1, 7, 7) for block in stage)
+    with pytest.raises(ValueError, match="depthwise stages keep their width"):
+        make_stages(((16,),), 8, depthwise=True)
+
+
+def test_transposed_block_keeps_the_size_and_caffes_weight_layout():
+    block = ConvBNReLU(4, 6, kernel_size=7, transposed=True)
+    assert isinstance(block.conv, nn.ConvTranspose2d) and block.conv.weight.shape == (4, 6, 7, 7)
+    assert block(torch.randn(2, 4, 5, 9)).shape == (2, 6, 5, 9)

@@ -16,10 +16,13 @@ from segzoo.io.checkpoint import FORMAT, head_keys, load_checkpoint, load_weight
 from segzoo.training import TrainConfig, train
 
 
-@pytest.mark.parametrize("name", segzoo.list_models())
+# DeconvNet's checkpoint is a 1 GB file: with the slow tests
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "deconvnet" else n for n in segzoo.list_models()]
+)
 def test_every_model_round_trips(tmp_path, name):
     kwargs = {"num_classes": 3, "in_channels": 1}
-    if name.startswith("fcn"):
+    if name in ("fcn8s", "fcn16s", "fcn32s"):
         kwargs.update(geometry="caffe", fixed_upsampling=True, batch_norm=False)
     model = segzoo.get_model(name, **kwargs).eval()
     path = save_checkpoint(tmp_path / "model.pt", model, epoch=7)
@@ -222,12 +225,27 @@ _SEGNET_HEAD = {"classifier.weight", "classifier.bias"}
 _FCN32S_HEAD = {"score_fr.weight", "score_fr.bias", "upscore.weight"}
 _FCN16S_HEAD = _FCN32S_HEAD | {"score_pool4.weight", "score_pool4.bias", "upscore2.weight"}
 _FCN8S_HEAD = _FCN16S_HEAD | {"score_pool3.weight", "score_pool3.bias", "upscore_pool4.weight"}
+# FCN-Basic: the 1x1 reductions to the classes and the class-to-class deconvolutions; without the
+# reduction its deconvolutions are 64 to 64 and only the classifier depends on the classes
+_FCN_BASIC_UPSAMPLERS = {f"upsample.{i}.weight" for i in range(4)}
+_FCN_BASIC_NO_ADDITION_HEAD = {"reduce.weight", "reduce.bias"} | _FCN_BASIC_UPSAMPLERS
+_FCN_BASIC_SKIPS = {f"reduce_skips.{i}.{p}" for i in range(4) for p in ("weight", "bias")}
 _HEADS = {
     "segnet": _SEGNET_HEAD,
     "segnet_basic": _SEGNET_HEAD,
+    "segnet_basic_encoder_addition": _SEGNET_HEAD,
+    "segnet_basic_single_channel_decoder": _SEGNET_HEAD,
+    "bilinear_interpolation": _SEGNET_HEAD,
+    "fcn_basic": _FCN_BASIC_NO_ADDITION_HEAD | _FCN_BASIC_SKIPS,
+    "fcn_basic_no_addition": _FCN_BASIC_NO_ADDITION_HEAD,
+    "fcn_basic_no_dim_reduction": _SEGNET_HEAD,
+    "fcn_basic_no_addition_no_dim_reduction": _SEGNET_HEAD,
     "fcn32s": _FCN32S_HEAD,
     "fcn16s": _FCN16S_HEAD,
     "fcn8s": _FCN8S_HEAD,
+    "deconvnet": _SEGNET_HEAD,
+    "unet_vgg16": _SEGNET_HEAD,
+    "deeplab_largefov": {"fc8.weight", "fc8.bias"},
 }
 
 

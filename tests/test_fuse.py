@@ -10,7 +10,8 @@ import segzoo
 from segzoo.inference.fuse import fuse_for_inference
 from support.random_batch_norms import randomise_batch_norms
 
-MODELS = segzoo.list_models()
+# DeconvNet (1 GB of weights, copied twice here) with the slow tests
+MODELS = [pytest.param(name, marks=pytest.mark.slow) if name == "deconvnet" else name for name in segzoo.list_models()]
 
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -1,4 +1,4 @@
-"""segzoo: encoder-decoder semantic segmentation models (SegNet, FCN) for PyTorch."""
+"""segzoo: encoder-decoder semantic segmentation models (SegNet, FCN, DeconvNet, DeepLab, U-Net) for PyTorch."""
 
 __version__ = "0.2.0"
 
@@ -19,13 +19,23 @@ from .metrics import (
 )
 from .models import (
     VGG16,
+    BilinearInterpolation,
     ConvBNReLU,
+    DeconvNet,
+    DeepLabLargeFOV,
     FCN8s,
     FCN16s,
     FCN32s,
+    FCNBasic,
+    FCNBasicNoAddition,
+    FCNBasicNoAdditionNoDimReduction,
+    FCNBasicNoDimReduction,
     SegmentationModel,
     SegNet,
     SegNetBasic,
+    SegNetBasicEncoderAddition,
+    SegNetBasicSingleChannelDecoder,
+    UNetVGG16,
     VGGEncoder,
     get_model,
     list_models,
@@ -35,22 +45,32 @@ from .training import TrainConfig, Trainer
 
 __all__ = [
     "VGG16",
+    "BilinearInterpolation",
     "BoundaryF1",
     "CalibrationError",
     "ConfusionMatrix",
     "ConvBNReLU",
+    "DeconvNet",
+    "DeepLabLargeFOV",
     "FCN8s",
     "FCN16s",
     "FCN32s",
+    "FCNBasic",
+    "FCNBasicNoAddition",
+    "FCNBasicNoAdditionNoDimReduction",
+    "FCNBasicNoDimReduction",
     "MCPrediction",
     "RunDescription",
     "SegNet",
     "SegNetBasic",
+    "SegNetBasicEncoderAddition",
+    "SegNetBasicSingleChannelDecoder",
     "SegmentationMetrics",
     "SegmentationModel",
     "SegmentationScores",
     "TrainConfig",
     "Trainer",
+    "UNetVGG16",
     "VGGEncoder",
     "boundary_f1",
     "expected_calibration_error",

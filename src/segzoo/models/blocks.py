@@ -14,7 +14,13 @@ Stages = Sequence[Sequence[int]]
 
 class ConvBNReLU(nn.Sequential):
     """``conv`` (same padding), optional ``bn``, optional ``relu``: named children, so keys read
-    ``conv.weight`` / ``bn.running_mean`` and map one-to-one onto published checkpoints."""
+    ``conv.weight`` / ``bn.running_mean`` and map one-to-one onto published checkpoints.
+
+    ``groups`` as in ``nn.Conv2d`` (``groups=in_channels=out_channels``: one single-channel filter per
+    map). ``transposed`` makes ``conv`` an ``nn.ConvTranspose2d`` (stride 1, same size): the same
+    function family as a conv, kept for the weight layout (in, out, k, k) of Caffe's Deconvolution
+    layers, which DeconvNet's published weights use.
+    """
 
     def __init__(
         self,
@@ -24,6 +30,8 @@ class ConvBNReLU(nn.Sequential):
         batch_norm: bool = True,
         bias: bool = True,
         relu: bool = True,
+        groups: int = 1,
+        transposed: bool = False,
     ) -> None:
         in_channels, out_channels = check_int("in_channels", in_channels, 1), check_int("out_channels", out_channels, 1)
         kernel_size = check_int("kernel_size", kernel_size, 1)
@@ -31,7 +39,8 @@ class ConvBNReLU(nn.Sequential):
             check_bool(name, value)
         super().__init__()
         # bias kept by default even with BN: torchvision's vgg16_bn checkpoint has conv biases
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        conv = nn.ConvTranspose2d if transposed else nn.Conv2d
+        self.conv = conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias, groups=groups)
         if batch_norm:
             self.bn = nn.BatchNorm2d(out_channels)
         if relu:
@@ -45,12 +54,16 @@ def make_stages(
     kernel_size: int = 3,
     bias: bool = True,
     relu: bool = True,
+    depthwise: bool = False,
+    transposed: bool = False,
 ) -> nn.ModuleList:
     """Build one ``nn.Sequential`` of :class:`ConvBNReLU` blocks per stage.
 
     ``stages=((64, 64), (128, 128))`` gives two stages of two convs each; every conv's input width
     is the previous conv's output width, starting from ``in_channels``. Pooling is not part of a
-    stage: SegNet and FCN pool differently (with indices, or to tap pool3/pool4).
+    stage: SegNet and FCN pool differently (with indices, or to tap pool3/pool4). ``depthwise``:
+    every filter sees one map only (the SegNet paper's single-channel decoder filters), so each conv
+    must keep its width; ``transposed``: see :class:`ConvBNReLU`.
     """
     check_stages(stages)
     in_channels = check_int("in_channels", in_channels, 1)
@@ -59,7 +72,10 @@ def make_stages(
     for widths in stages:
         blocks = []
         for out in widths:
-            blocks.append(ConvBNReLU(width, out, kernel_size, batch_norm, bias, relu))
+            if depthwise and out != width:
+                raise ValueError(f"depthwise stages keep their width; a conv from {width} to {out} channels cannot be depthwise")
+            groups = width if depthwise else 1
+            blocks.append(ConvBNReLU(width, out, kernel_size, batch_norm, bias, relu, groups, transposed))
             width = out
         built.append(nn.Sequential(*blocks))
     return built

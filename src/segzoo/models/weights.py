@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,10 +134,17 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def load_vgg_backbone(target: torch.nn.ModuleDict, weights: BackboneWeights, batch_norm: bool, progress: bool) -> None:
+def load_vgg_backbone(
+    target: torch.nn.ModuleDict,
+    weights: BackboneWeights,
+    batch_norm: bool,
+    progress: bool,
+    adapt: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+) -> None:
     """Load ImageNet VGG16 weights into ``target['encoder']`` (and ``fc6``/``fc7`` when present).
 
     All-or-nothing: the checkpoint is converted and checked against every key and shape first.
+    ``adapt`` reshapes the converted state before the check (DeepLab decimates fc6/fc7).
     """
     if weights is None:
         return
@@ -146,4 +153,4 @@ def load_vgg_backbone(target: torch.nn.ModuleDict, weights: BackboneWeights, bat
         raise ValueError(f"ImageNet weights expect in_channels=3, the model was built with in_channels={in_channels}")
     state = resolve_backbone_weights(weights, batch_norm, progress)
     converted = from_torchvision(state, batch_norm, with_fc="fc6" in target)
-    load_exact(target, converted, "weights_backbone")
+    load_exact(target, adapt(converted) if adapt else converted, "weights_backbone")
