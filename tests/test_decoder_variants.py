@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_upsampling import bilinear2x
+from support.graphs import assert_compiled_matches_eager, assert_onnx_matches_eager, assert_program_matches_eager
+from support.reference_pooling import pool, unpool
 from torch import nn
 
-from reference_pooling import pool, unpool
-from reference_upsampling import bilinear2x
 from segzoo import (
     BilinearInterpolation,
     FCNBasic,
@@ -19,7 +20,6 @@ from segzoo import (
     SegNetBasicEncoderAddition,
     SegNetBasicSingleChannelDecoder,
 )
-from segzoo.export import export_program
 from segzoo.models.decoder_variants import learned_upsampler
 
 TABLE_1 = [
@@ -219,31 +219,13 @@ EXPORT = ["fcn_basic", "bilinear_interpolation"] + [pytest.param(n, marks=pytest
 
 @pytest.mark.parametrize("name", EXPORT)
 def test_exported_program_matches_eager(model_cache, name):
-    model = model_cache(name)
-    program = export_program(model, example_size=(64, 96), max_size=160)
-    module = program.module()
-    model.eval()
-    for batch, height, width in [(1, 75, 101), (2, 17, 160)]:
-        x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
-        with torch.no_grad():
-            torch.testing.assert_close(module(x), model(x), atol=1e-5, rtol=0)
+    assert_program_matches_eager(model_cache(name), sizes=[(1, 75, 101), (2, 17, 160)])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["fcn_basic", "bilinear_interpolation", "segnet_basic_encoder_addition"])
 def test_onnx_matches_pytorch(model_cache, tmp_path, name):
-    import onnxruntime
-
-    from segzoo.export import export_onnx
-
-    model = model_cache(name).eval()
-    path = export_onnx(model, tmp_path / f"{name}.onnx", example_size=(64, 96))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(2, 3, 75, 101, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(x).numpy()
-    (got,) = session.run(["logits"], {"images": x.numpy()})
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert_onnx_matches_eager(model_cache(name), tmp_path / f"{name}.onnx")
 
 
 @pytest.mark.slow
@@ -251,13 +233,4 @@ def test_onnx_matches_pytorch(model_cache, tmp_path, name):
 # the graph pieces SegNet-Basic's own compile test (test_export.py) does not cover
 @pytest.mark.parametrize("name", ["fcn_basic", "bilinear_interpolation"])
 def test_compiled_model_matches_eager_at_two_sizes(model_cache, name):
-    model = model_cache(name).eval()
-    torch._dynamo.reset()
-    compiled = torch.compile(model)
-    try:
-        for height, width in [(64, 96), (75, 101)]:
-            x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
-            with torch.no_grad():
-                torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=0)
-    finally:
-        torch._dynamo.reset()
+    assert_compiled_matches_eager(model_cache(name))

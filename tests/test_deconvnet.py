@@ -8,12 +8,12 @@ the tests that need the real widths go with the slow ones.
 import numpy as np
 import pytest
 import torch
+from support.graphs import assert_compiled_matches_eager, assert_onnx_matches_eager, assert_program_matches_eager
+from support.reference_pooling import pool, unpool
+from support.tv_layout import assert_encoder_matches, random_state_dict
 from torch import nn
-from tv_layout import assert_encoder_matches, random_state_dict
 
-from reference_pooling import pool, unpool
 from segzoo import DeconvNet
-from segzoo.export import export_program
 from segzoo.models.blocks import ConvBNReLU
 
 VGG16_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
@@ -115,12 +115,7 @@ def test_native_and_compact_unpooling_agree():
 @pytest.mark.slow  # SegNet's export covers the unpooling, DeepLab's and FCN-Basic's the rest, in every run
 def test_exported_program_matches_eager():
     # native unpooling: a third of the compact graph's export time; the ONNX test below exports compact
-    model = narrow(unpooling="native").eval()
-    program = export_program(model, example_size=(64, 96), max_size=160)
-    for batch, height, width in [(1, 75, 101), (2, 33, 160)]:
-        x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
-        with torch.no_grad():
-            torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=0)
+    assert_program_matches_eager(narrow(unpooling="native"))
 
 
 @pytest.mark.slow
@@ -138,30 +133,10 @@ def test_weights_backbone_lands_encoder_fc6_fc7():
 
 @pytest.mark.slow
 def test_onnx_matches_pytorch(tmp_path):
-    import onnxruntime
-
-    from segzoo.export import export_onnx
-
-    model = narrow().eval()
-    path = export_onnx(model, tmp_path / "deconvnet.onnx", example_size=(64, 96))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(2, 3, 75, 101, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(x).numpy()
-    (got,) = session.run(["logits"], {"images": x.numpy()})
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert_onnx_matches_eager(narrow(), tmp_path / "deconvnet.onnx")
 
 
 @pytest.mark.slow
 @pytest.mark.isolated
 def test_compiled_model_matches_eager_at_two_sizes():
-    model = narrow().eval()
-    torch._dynamo.reset()
-    compiled = torch.compile(model)
-    try:
-        for height, width in [(64, 96), (75, 101)]:
-            x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
-            with torch.no_grad():
-                torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=0)
-    finally:
-        torch._dynamo.reset()
+    assert_compiled_matches_eager(narrow())

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from support.graphs import assert_compiled_matches_eager, assert_program_matches_eager
+from support.tv_layout import assert_encoder_matches, random_state_dict
 from torch import nn
-from tv_layout import assert_encoder_matches, random_state_dict
 
 from segzoo import DeepLabLargeFOV
-from segzoo.export import export_program
 
 VGG16_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
 
@@ -93,24 +93,10 @@ def test_weights_backbone_with_other_in_channels_is_refused_before_loading():
 
 
 def test_exported_program_matches_eager(model_cache):
-    model = model_cache("deeplab_largefov").eval()
-    program = export_program(model, example_size=(64, 96), max_size=160)
-    for batch, height, width in [(1, 75, 101), (2, 33, 160)]:
-        x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
-        with torch.no_grad():
-            torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=0)
+    assert_program_matches_eager(model_cache("deeplab_largefov"))
 
 
 @pytest.mark.slow
 @pytest.mark.isolated
 def test_compiled_model_matches_eager_at_two_sizes(model_cache):
-    model = model_cache("deeplab_largefov").eval()
-    torch._dynamo.reset()
-    compiled = torch.compile(model)
-    try:
-        for height, width in [(64, 96), (75, 101)]:
-            x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
-            with torch.no_grad():
-                torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=0)
-    finally:
-        torch._dynamo.reset()
+    assert_compiled_matches_eager(model_cache("deeplab_largefov"))

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from reference_upsampling import bilinear2x
-from tv_layout import assert_encoder_matches, random_state_dict
+from support.graphs import assert_compiled_matches_eager, assert_program_matches_eager
+from support.tv_layout import assert_encoder_matches, random_state_dict
 
 from segzoo import UNetVGG16
-from segzoo.export import export_program
 
 VGG16_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
 
@@ -69,24 +69,10 @@ def test_weights_backbone_lands_in_the_encoder(batch_norm):
 
 @pytest.mark.slow  # 2-3x DeepLab's export time; the default run exports DeepLab and FCN-Basic
 def test_exported_program_matches_eager(model_cache):
-    model = model_cache("unet_vgg16").eval()
-    program = export_program(model, example_size=(64, 96), max_size=160)
-    for batch, height, width in [(1, 75, 101), (2, 33, 160)]:
-        x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
-        with torch.no_grad():
-            torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=0)
+    assert_program_matches_eager(model_cache("unet_vgg16"))
 
 
 @pytest.mark.slow
 @pytest.mark.isolated
 def test_compiled_model_matches_eager_at_two_sizes(model_cache):
-    model = model_cache("unet_vgg16").eval()
-    torch._dynamo.reset()
-    compiled = torch.compile(model)
-    try:
-        for height, width in [(64, 96), (75, 101)]:
-            x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
-            with torch.no_grad():
-                torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=0)
-    finally:
-        torch._dynamo.reset()
+    assert_compiled_matches_eager(model_cache("unet_vgg16"))

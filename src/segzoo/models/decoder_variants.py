@@ -213,11 +213,7 @@ class _FCNBasic(SegmentationModel):
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__, next(self.encoder.parameters()))
-        skips = []
-        for stage in self.encoder.stages:
-            x = stage(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        skips, x = self.encoder.skips_and_bottom(x)
         if self.dim_reduction:
             x = self.reduce(x)
         for d, up in zip(reversed(range(len(skips))), self.upsample):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._inputs import check_images
@@ -80,11 +79,7 @@ class UNetVGG16(SegmentationModel):
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.encoder.min_size, type(self).__name__, next(self.encoder.parameters()))
-        skips = []
-        for stage in self.encoder.stages:
-            x = stage(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        skips, x = self.encoder.skips_and_bottom(x)
         x = self.center(x)
         for block in self.decoder:
             skip = skips.pop()

@@ -76,6 +76,16 @@ class VGGEncoder(nn.Module):
             pooled.append(x)
         return pooled
 
+    def skips_and_bottom(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Each stage's output before its pooling (the maps U-Net-style decoders add or concatenate)
+        and the last pooled map (what the decoder starts from)."""
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_mode)
+        return skips, x
+
 
 def torchvision_key_map(stages: Stages, batch_norm: bool) -> dict[str, str]:
     """Map this package's encoder keys (``stages.S.C.conv.weight``) to torchvision's
