@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from support.camvid import make_tiny_camvid
 
 import segzoo
 from segzoo.cli import main
@@ -264,14 +265,7 @@ def test_offline_default_weights_are_one_line_before_the_data_is_read(folder_dat
 
 
 def _camvid(root):
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / "a.png")
-        mask = np.zeros((8, 8), np.uint8)
-        mask[0] = 11
-        Image.fromarray(mask, mode="L").save(root / f"{split}annot" / "a.png")
-    return root
+    return make_tiny_camvid(root, (8, 8))
 
 
 def test_evaluating_on_camvid_a_checkpoint_with_another_ignore_label_is_one_line(tmp_path, capsys):

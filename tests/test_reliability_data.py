@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from support.camvid import make_tiny_camvid
 
 import segzoo
 from segzoo.data import CamVid, SegmentationFolder, open_split, open_splits
@@ -124,14 +125,7 @@ def test_images_without_a_defined_range_are_refused(tmp_path, pixels, mention):
 
 
 def _camvid(root):
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(root / split / "a.png")
-        mask = np.zeros((4, 6), np.uint8)
-        mask[0] = 11
-        Image.fromarray(mask, mode="L").save(root / f"{split}annot" / "a.png")
-    return root
+    return make_tiny_camvid(root, (4, 6))
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,6 @@ checkpoints), ``registry`` (models by name).
 
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, make_stages
-from .deconvnet import DeconvNet
-from .deeplab import DeepLabLargeFOV
 from .decoder_variants import (
     BilinearInterpolation,
     FCNBasic,
@@ -21,6 +19,8 @@ from .decoder_variants import (
     SegNetBasicEncoderAddition,
     SegNetBasicSingleChannelDecoder,
 )
+from .deconvnet import DeconvNet
+from .deeplab import DeepLabLargeFOV
 from .fcn import FCN8s, FCN16s, FCN32s
 from .registry import get_model, list_models, register_model
 from .segnet import SegNet, SegNetBasic

@@ -141,11 +141,6 @@ def summed_loss(criterion: nn.CrossEntropyLoss, logits: Tensor, masks: Tensor) -
     return per_pixel.sum(), torch.as_tensor(weight, dtype=per_pixel.dtype, device=per_pixel.device)
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """The autocast dtype of ``amp`` runs: float16 on CUDA, bfloat16 elsewhere."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
 def ignore_label(ignore_index: int | None) -> int:
     return -100 if ignore_index is None else ignore_index  # -100: CrossEntropyLoss's "none"
 
