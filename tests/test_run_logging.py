@@ -12,7 +12,7 @@ import segzoo
 from segzoo.io.checkpoint import load_checkpoint
 from segzoo.metrics import scores_from_confusion
 from segzoo.training import TrainConfig, Trainer
-from segzoo.training.trainer import HISTORY_FILE
+from segzoo.training.history import HISTORY_FILE
 
 
 def _trainer(out_dir=None, epochs=3, progress=False, **config):

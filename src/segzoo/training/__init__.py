@@ -3,7 +3,9 @@
 ``config`` (:class:`TrainConfig`), ``trainer`` (:class:`Trainer`: the loop, checkpoints, resume),
 ``evaluation`` (:func:`evaluate` over a loader, a dataset with pictures, a checkpoint),
 ``loaders`` (:func:`make_loader`), ``precision`` (what each ``amp`` mode means on a device),
-``distributed`` (joining and leaving torchrun's process group, sharding, collectives), ``run`` (a whole run from datasets: :func:`train`, :func:`demo`).
+``distributed`` (joining and leaving torchrun's process group, sharding, collectives),
+``history`` (per-epoch records, history.jsonl, early stopping), ``run`` (a whole run from
+datasets: :func:`train`, :func:`demo`).
 """
 
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -12,7 +14,8 @@ from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
 from .loaders import collate_pairs, make_loader
 from .precision import AMP_MODES, autocast_dtype
 from .run import RunResult, demo, prepare_out_dir, train
-from .trainer import History, Trainer, TrainingDiverged
+from .history import History
+from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
     "AMP_MODES",

@@ -13,7 +13,6 @@ validation scores are those of the whole validation set (see :mod:`segzoo.traini
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._checks import check_bool
-from ..io.atomic import atomic_write, remove_stale_temporaries
+from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
 from ..metrics import SegmentationScores
@@ -37,22 +36,10 @@ from ..models.base import SegmentationModel
 from . import distributed
 from .config import TrainConfig
 from .evaluation import evaluate, ignore_label, interactive, progress_bar, summed_loss
+from .history import HISTORY_FILE, History, write_history
 from .precision import autocast_dtype, describe_amp
 
 logger = logging.getLogger(__name__)
-
-
-#: per-epoch records beside the checkpoints, one JSON object per line
-HISTORY_FILE = "history.jsonl"
-
-
-def write_history(records: list[dict[str, float]], path: str | os.PathLike) -> Path:
-    """``records`` as JSON lines at ``path``, written atomically: the whole history of the run up
-    to ``last.pt``'s epoch, so the file and the checkpoint always agree, even after a kill."""
-    text = "".join(json.dumps(record) + "\n" for record in records)
-    with atomic_write(path) as file:
-        file.write(text.encode())
-    return Path(path)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -62,14 +49,6 @@ class TrainingDiverged(FloatingPointError):
 def _now() -> float:
     """The clock of ``time_limit_minutes`` (a function, so that tests can replace it)."""
     return time.monotonic()
-
-
-@dataclass
-class History:
-    """One dict per finished epoch: losses, validation scores, LR and seconds."""
-
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    best_mean_iou: float = -math.inf
 
 
 class Trainer:
@@ -219,14 +198,8 @@ class Trainer:
 
     @property
     def stopped_early(self) -> bool:
-        """Whether ``config.patience`` epochs have passed since validation mIoU last improved (read
-        from the history alone, so a resumed run stops where an uninterrupted one would)."""
-        patience = self.config.patience
-        scores = [record.get("mean_iou") for record in self.history.epochs]
-        if patience is None or not scores or scores[-1] is None:
-            return False
-        best = max(range(len(scores)), key=lambda i: (scores[i] if scores[i] is not None else -math.inf, -i))
-        return len(scores) - 1 - best >= patience
+        """Whether early stopping (``config.patience``) has ended the run (see :meth:`History.stopped_early`)."""
+        return self.history.stopped_early(self.config.patience)
 
     def _next_epoch_ends_too_late(self, deadline: float, durations: list[float]) -> bool:
         """Rank 0's estimate, shared by every process: would one more epoch end after ``deadline``?"""
