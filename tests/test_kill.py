@@ -162,7 +162,7 @@ def test_sigkill_at_random_moments_never_loses_the_last_checkpoint(tmp_path):
     history = final.fit()
     assert [record["epoch"] for record in history] == list(range(1, stored + 3))
     assert load_checkpoint(last)["epoch"] == stored + 2
-    assert os.listdir(out) == ["last.pt"], "the last save removed every leftover"
+    assert sorted(os.listdir(out)) == ["history.jsonl", "last.pt"], "the last save removed every leftover"
 
 
 # Trains with validation (so best.pt is written) and dies by SIGKILL in the middle of its second
@@ -239,4 +239,4 @@ def test_sigkill_during_the_best_write_keeps_best_and_last_consistent(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(out / "last.pt")["epoch"] == 6
     _assert_best_matches_last(out)
-    assert sorted(os.listdir(out)) == ["best.pt", "last.pt"], "every leftover was removed"
+    assert sorted(os.listdir(out)) == ["best.pt", "history.jsonl", "last.pt"], "every leftover was removed"

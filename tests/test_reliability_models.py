@@ -4,6 +4,7 @@ built; never a failure deep inside torch, nor a silently different model (``batc
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import segzoo
+from segzoo.models.registry import _MODELS
 from segzoo.training import TrainConfig
 
 SEGZOO = Path(segzoo.__file__).resolve().parent
@@ -36,9 +38,14 @@ def assert_refused(build, error_type, argument):
 
 
 MODELS = segzoo.list_models()
-VGG_MODELS = [name for name in MODELS if name != "segnet_basic"]
-FCNS = [name for name in MODELS if name.startswith("fcn")]
-SEGNETS = [name for name in MODELS if name.startswith("segnet")]
+
+
+def taking(argument: str) -> list[str]:
+    """The registered models whose constructor takes ``argument``."""
+    return [name for name in MODELS if argument in inspect.signature(_MODELS[name]).parameters]
+
+
+SEGNETS = taking("dropout_rate")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -57,8 +64,7 @@ def test_model_sizes_that_are_not_ints_are_type_errors(name, argument, value):
     assert_refused(lambda: segzoo.get_model(name, **kwargs), TypeError, argument)
 
 
-BOOLEANS = [(name, "batch_norm") for name in VGG_MODELS] + [(name, "ceil_mode") for name in SEGNETS]
-BOOLEANS += [(name, "fixed_upsampling") for name in FCNS] + [(name, "progress") for name in VGG_MODELS]
+BOOLEANS = [(name, argument) for argument in ("batch_norm", "ceil_mode", "fixed_upsampling", "progress") for name in taking(argument)]
 
 
 @pytest.mark.parametrize(("name", "argument"), BOOLEANS)
@@ -74,8 +80,8 @@ def test_boolean_options_must_be_booleans(name, argument, value):
         *[(name, "dropout_rate", value, ValueError) for name in SEGNETS for value in (-0.1, 1.0, float("nan"))],
         *[(name, "dropout_rate", "0.5", TypeError) for name in SEGNETS],
         *[(name, "dropout", "centre", ValueError) for name in SEGNETS],
-        *[(name, "unpooling", "fast", ValueError) for name in SEGNETS],
-        *[(name, "geometry", "Caffe", ValueError) for name in FCNS],
+        *[(name, "unpooling", "fast", ValueError) for name in taking("unpooling")],
+        *[(name, "geometry", "Caffe", ValueError) for name in taking("geometry")],
     ],
 )
 def test_model_options_out_of_their_choices(name, argument, value, error):

@@ -221,5 +221,5 @@ def test_a_killed_best_writes_leftover_goes_even_if_best_never_improves_again(tm
     trainer.config = dataclasses.replace(trainer.config, epochs=2)
     trainer.fit()
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
-    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "history.jsonl", "last.pt"]
 

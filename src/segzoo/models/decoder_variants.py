@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_int
 from ._inputs import check_images
 from .base import SegmentationModel
 from .blocks import make_stages, mirror
 from .fcn import bilinear_kernel
 from .pooling import max_pool_with_indices, max_unpool
 from .registry import register_model
-from .segnet import SEGNET_BASIC, DropoutPlacement, Unpooling, _SegNetBase
+from .segnet import SEGNET_BASIC, DropoutPlacement, Unpooling, _check_options, _SegNetBase
 from .upsampling import crop_to, upsample2x
 from .vgg import VGGEncoder
 
@@ -65,6 +66,7 @@ class SegNetBasicSingleChannelDecoder(_SegNetBase):
         dropout_rate: float = 0.5,
         unpooling: Unpooling = "compact",
     ) -> None:
+        num_classes, in_channels, dropout_rate = _check_options(num_classes, in_channels, ceil_mode, dropout, dropout_rate, unpooling)
         width = SEGNET_BASIC[-1][-1]
         decoder = make_stages(mirror(SEGNET_BASIC), width, True, kernel_size=7, bias=False, relu=False, depthwise=True)
         super().__init__(
@@ -97,6 +99,7 @@ class SegNetBasicEncoderAddition(_SegNetBase):
         dropout_rate: float = 0.5,
         unpooling: Unpooling = "compact",
     ) -> None:
+        num_classes, in_channels, dropout_rate = _check_options(num_classes, in_channels, ceil_mode, dropout, dropout_rate, unpooling)
         width = SEGNET_BASIC[-1][-1]
         decoder = make_stages(mirror(SEGNET_BASIC), width, True, kernel_size=7, bias=False, relu=False)
         super().__init__(
@@ -137,6 +140,7 @@ class BilinearInterpolation(SegmentationModel):
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
+        num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
         self.encoder = basic_encoder(in_channels)
         self.classifier = nn.Conv2d(self.encoder.out_channels[-1], num_classes, 1)
 
@@ -190,7 +194,8 @@ class _FCNBasic(SegmentationModel):
 
     def __init__(self, num_classes: int, in_channels: int = 3, fixed_upsampling: bool = False) -> None:
         super().__init__()
-        self.fixed_upsampling = fixed_upsampling
+        num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
+        self.fixed_upsampling = check_bool("fixed_upsampling", fixed_upsampling)
         self.encoder = basic_encoder(in_channels)
         channels = self.encoder.out_channels
         if self.dim_reduction:

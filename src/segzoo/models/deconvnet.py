@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_choice, check_int
 from ._inputs import check_images
 from .base import SegmentationModel
 from .blocks import ConvBNReLU, make_stages, mirror
@@ -54,8 +55,9 @@ class DeconvNet(SegmentationModel):
         unpooling: Unpooling = "compact",
     ) -> None:
         super().__init__()
-        if unpooling not in UNPOOLING_MODES:
-            raise ValueError(f"unpooling must be one of {UNPOOLING_MODES}, got {unpooling!r}")
+        num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
+        check_bool("progress", progress)
+        check_choice("unpooling", unpooling, UNPOOLING_MODES)
         self.unpooling = unpooling
         self.encoder = VGGEncoder(in_channels, True, VGG16, ceil_mode=True)
         fc6_out, fc6_in, fc6_kernel = FC6_SHAPE[:3]

@@ -8,6 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_int
 from ._inputs import check_images
 from .base import SegmentationModel
 from .registry import register_model
@@ -66,6 +67,9 @@ class DeepLabLargeFOV(SegmentationModel):
         progress: bool = True,
     ) -> None:
         super().__init__()
+        num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
+        check_bool("batch_norm", batch_norm)
+        check_bool("progress", progress)
         self.encoder = VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=True)
         for block in self.encoder.stages[-1]:
             block.conv.dilation, block.conv.padding = (2, 2), (2, 2)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_int
 from ._inputs import check_images
 from .base import SegmentationModel
 from .blocks import make_stages
@@ -56,6 +57,9 @@ class UNetVGG16(SegmentationModel):
         progress: bool = True,
     ) -> None:
         super().__init__()
+        num_classes, in_channels = check_int("num_classes", num_classes, 1), check_int("in_channels", in_channels, 1)
+        check_bool("batch_norm", batch_norm)
+        check_bool("progress", progress)
         self.encoder = VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=True)
         skips = self.encoder.out_channels[::-1]
         (self.center,) = make_stages((CENTER,), skips[0], batch_norm)

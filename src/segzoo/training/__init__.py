@@ -11,10 +11,10 @@ datasets: :func:`train`, :func:`demo`).
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .distributed import ShardSampler, process_group
 from .evaluation import evaluate, evaluate_checkpoint, evaluate_dataset
+from .history import History
 from .loaders import collate_pairs, make_loader
 from .precision import AMP_MODES, autocast_dtype
 from .run import RunResult, demo, prepare_out_dir, train
-from .history import History
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
