@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.models import NUM_CLASSES
 
 import segzoo
-from support.models import NUM_CLASSES
 
 pytest_plugins = ("support.isolation",)
 

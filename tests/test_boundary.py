@@ -9,9 +9,6 @@ import torch
 import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import segzoo
-from segzoo.metrics.boundary import BoundaryF1, boundary_f1
 from support.properties import (
     CASES,
     assert_accepted,
@@ -22,6 +19,9 @@ from support.properties import (
     label_problems,
 )
 from support.reference_boundary import reference_bf
+
+import segzoo
+from segzoo.metrics.boundary import BoundaryF1, boundary_f1
 
 NAN = float("nan")
 

@@ -8,9 +8,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import segzoo
-from segzoo.metrics.class_weights import median_frequency_weights
 from support.properties import (
     CASES,
     IGNORES,
@@ -20,6 +17,9 @@ from support.properties import (
     assert_works_or_clear_error,
     label_maps,
 )
+
+import segzoo
+from segzoo.metrics.class_weights import median_frequency_weights
 
 # Image A: three 0s and one 1; image B: two 1s, two 2s.
 # pixels: c0 3, c1 3, c2 2; pixels of images containing c: c0 4 (A), c1 8 (A+B), c2 4 (B)

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 
 from segzoo.data import (
     CamVid,
@@ -24,7 +25,6 @@ from segzoo.data import (
     eval_transforms,
     train_transforms,
 )
-from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None

@@ -20,10 +20,9 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import segzoo
 import segzoo.cli
-from segzoo.training import distributed
 from segzoo.data import SegmentationFolder, eval_transforms
+from segzoo.training import TrainConfig, Trainer, distributed, evaluate, make_loader
 from segzoo.training.distributed import ShardSampler, process_group
-from segzoo.training import TrainConfig, Trainer, evaluate, make_loader
 
 IGNORE = 255
 LR = 0.01

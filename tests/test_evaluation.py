@@ -7,14 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from PIL import Image
+from support.toy import toy_dataset
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import segzoo
 from segzoo import RunDescription, save_checkpoint
 from segzoo.training import evaluate, evaluate_checkpoint
-from support.toy import toy_dataset
 
 
 def test_evaluate_loss_is_the_pixel_mean_of_the_whole_set_however_batched():

@@ -7,14 +7,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from support.models import NUM_CLASSES
+from support.random_batch_norms import randomise_batch_norms
 from torch import nn
 
 import segzoo
 from segzoo.cli import main
 from segzoo.export import export_onnx, export_program
 from segzoo.models.segnet import UNPOOLING_MODES
-from support.models import NUM_CLASSES
-from support.random_batch_norms import randomise_batch_norms
 
 MODELS = segzoo.list_models()
 # FCN-16s/32s share FCN-8s's encoder and fc layers; their smoke runs go with the slow tests, as

@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
+from support.random_batch_norms import randomise_batch_norms
 from torch import nn
 
 import segzoo
 from segzoo.inference.fuse import fuse_for_inference
-from support.random_batch_norms import randomise_batch_norms
 
 # DeconvNet (1 GB of weights, copied twice here) with the slow tests
 MODELS = [pytest.param(name, marks=pytest.mark.slow) if name == "deconvnet" else name for name in segzoo.list_models()]

@@ -8,12 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error
+from support.random_batch_norms import randomise_batch_norms
 from torch import nn
 
 from segzoo import SegNetBasic
 from segzoo.inference.mc_dropout import mc_predict, predictive_uncertainty
-from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error
-from support.random_batch_norms import randomise_batch_norms
 
 
 def test_hand_worked_two_class_example():

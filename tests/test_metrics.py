@@ -10,18 +10,6 @@ import torch
 import torch.multiprocessing as mp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-import segzoo
-
-from segzoo.metrics import (
-    BoundaryF1,
-    CalibrationError,
-    ConfusionMatrix,
-    SegmentationMetrics,
-    SegmentationScores,
-    expected_calibration_error,
-    scores_from_confusion,
-)
 from support.properties import (
     CASES,
     DEVICES,
@@ -31,6 +19,17 @@ from support.properties import (
     assert_works_or_clear_error,
     label_maps,
     label_problems,
+)
+
+import segzoo
+from segzoo.metrics import (
+    BoundaryF1,
+    CalibrationError,
+    ConfusionMatrix,
+    SegmentationMetrics,
+    SegmentationScores,
+    expected_calibration_error,
+    scores_from_confusion,
 )
 
 # rows: ground truth, columns: prediction (worked by hand in the docstrings below)

@@ -12,14 +12,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+from support.models import NUM_CLASSES
+from support.properties import CASES, DEVICES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 from torch import nn
 
 import segzoo
 from segzoo.models import registry
 from segzoo.models._inputs import check_images
 from segzoo.models.registry import get_model, list_models, register_model
-from support.models import NUM_CLASSES
-from support.properties import CASES, DEVICES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 
 MODELS = segzoo.list_models()
 VGG_FCNS = ["fcn16s", "fcn32s", "fcn8s"]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from support.reference_pooling import pool, unpool
 
 from segzoo.models.pooling import max_pool_with_indices, max_unpool
-from support.reference_pooling import pool, unpool
 
 SIZES = [(2, 2), (5, 7), (45, 60), (23, 30), (97, 131)]
 CASES = [(size, ceil) for size in SIZES for ceil in (True, False)] + [((1, 3), True)]

@@ -87,9 +87,15 @@ def test_fcn_routes_only_its_fc7_score_layer(model_cache, name):
     assert out.dtype == torch.bfloat16
 
 
+#: the models of the report (FCNs crashed, SegNets did not) and DeepLab, whose fc8 is the other 1x1
+#: conv from a wide (1024-channel) layer to the classes; the other registered models' layers are
+#: SegNet's and FCN-Basic's, whose bf16 runs test_export.py covers in every slow run
+AMX_MODELS = ["fcn8s", "fcn16s", "fcn32s", "segnet", "segnet_basic", "deeplab_largefov"]
+
+
 @pytest.mark.slow
 @pytest.mark.isolated
-@pytest.mark.parametrize("name", segzoo.list_models())
+@pytest.mark.parametrize("name", AMX_MODELS)
 def test_bf16_training_step_at_the_amx_crash_sizes(name):
     """The issue's reproduction, for every registered model: a heap corruption aborts the process
     (failing this test alone, see tests/support/isolation.py) or shows as non-finite values. Slow

@@ -4,11 +4,11 @@ the Bayesian SegNet dropout placements."""
 import numpy as np
 import pytest
 import torch
+from support.reference_pooling import pool, unpool
 from torch import nn
 
 from segzoo import SegNet, SegNetBasic
 from segzoo.models.segnet import DROPOUT_PLACEMENTS, dropout_stages
-from support.reference_pooling import pool, unpool
 
 
 def _reference_forward(model, x: torch.Tensor, ceil_mode: bool) -> np.ndarray:

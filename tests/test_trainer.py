@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.toy import toy_dataset
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import segzoo
 from segzoo import TrainConfig, Trainer
-from support.toy import toy_dataset
 
 
 def _trainer(model=None, epochs=3, out_dir=None, **config):

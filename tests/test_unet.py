@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from reference_upsampling import bilinear2x
-from support.graphs import assert_compiled_matches_eager, assert_program_matches_eager
+from support.graphs import assert_program_matches_eager
 from support.tv_layout import assert_encoder_matches, random_state_dict
 
 from segzoo import UNetVGG16
@@ -72,7 +72,3 @@ def test_exported_program_matches_eager(model_cache):
     assert_program_matches_eager(model_cache("unet_vgg16"))
 
 
-@pytest.mark.slow
-@pytest.mark.isolated
-def test_compiled_model_matches_eager_at_two_sizes(model_cache):
-    assert_compiled_matches_eager(model_cache("unet_vgg16"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tv_layout import VGG16_CFG, assert_encoder_matches, conv_bn_indices, meta_model, random_state_dict
 from torch import nn
 
 from segzoo.models.vgg import VGG16, VGGEncoder, from_torchvision, torchvision_key_map
-from support.tv_layout import VGG16_CFG, assert_encoder_matches, conv_bn_indices, meta_model, random_state_dict
 
 torch.set_num_threads(2)
 

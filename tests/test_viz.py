@@ -13,6 +13,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+from support.properties import (
+    CASES,
+    IGNORES,
+    LABEL_DTYPES,
+    assert_names_labels,
+    assert_rejected,
+    assert_works_or_clear_error,
+)
 
 from segzoo import viz
 from segzoo.viz import (
@@ -25,14 +33,6 @@ from segzoo.viz import (
     prediction_grid,
     save_mask_png,
     save_png,
-)
-from support.properties import (
-    CASES,
-    IGNORES,
-    LABEL_DTYPES,
-    assert_names_labels,
-    assert_rejected,
-    assert_works_or_clear_error,
 )
 
 GAP = 4  # white pixels between grid tiles, as documented in prediction_grid

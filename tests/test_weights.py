@@ -15,12 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from support.tv_layout import VGG16_BN_FILE, VGG16_FILE, assert_encoder_matches, file_name, meta_model, random_state_dict
 from torch import nn
 
 from segzoo import FCN8s, SegNet
 from segzoo.models.vgg import VGGEncoder
 from segzoo.models.weights import WeightsEntry, backbone_entry, load_vgg_backbone, resolve_backbone_weights
-from support.tv_layout import VGG16_BN_FILE, VGG16_FILE, assert_encoder_matches, file_name, meta_model, random_state_dict
 
 torch.set_num_threads(2)
 
