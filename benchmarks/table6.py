@@ -9,7 +9,9 @@ deconv)": plain VGG16, the Caffe geometry with conv1_1 padded by 100), DeconvNet
 DeepLab-LargeFOV (plain VGG16). Unpooling is segzoo's default (compact). Columns, as the paper's:
 
 * forward / backward: median milliseconds of one training forward (autograd recording, train
-  mode) and of the backward of its cross-entropy loss, batch 1 (the paper: ``caffe time``, batch 1);
+  mode) and of the backward of its cross-entropy loss, batch 1 (the paper: ``caffe time``, batch 1).
+  The models take turns in each of ``--repeats`` rounds and the time ratios are medians of the
+  per-round ratios, so that other load on the machine weighs on every model alike;
 * training memory: weights + the peak of every tensor a training forward and backward create
   (activations, saved tensors, gradients), batch 1 (the paper: ``nvidia-smi`` while training with
   batch 4, so its activations weigh four times as much against the weights);
@@ -23,7 +25,7 @@ On the CPU the peaks are counted by a dispatch mode that tracks every live stora
 from __future__ import annotations
 
 import argparse
-import gc
+import os
 import platform
 import statistics
 import subprocess
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segzoo
-from models import LiveStorageBytes, median_ms, sync
+from models import LiveStorageBytes, sync
 
 MB = 1e6
 
@@ -73,41 +75,54 @@ def peak_bytes(run, device: torch.device) -> int:
     return tracker.peak
 
 
-def measure(name: str, kwargs: dict, args: argparse.Namespace, device: torch.device) -> tuple[float, ...]:
+def build(name: str, kwargs: dict, args: argparse.Namespace, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
-    model = segzoo.get_model(name, num_classes=args.num_classes, **kwargs).to(device)
+    return segzoo.get_model(name, num_classes=args.num_classes, **kwargs).to(device)
+
+
+def timed(run, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    run()
+    sync(device)
+    return 1e3 * (time.perf_counter() - start)
+
+
+def times(models: dict[str, nn.Module], args: argparse.Namespace, device: torch.device) -> dict[str, list[tuple[float, float]]]:
+    """(forward ms, backward ms) of every model per round, the models taking turns in each round, so
+    that a machine whose load drifts during the run slows every model alike within a round."""
+    h, w = args.size
+    x = torch.randn(1, 3, h, w, device=device)
+    y = torch.randint(0, args.num_classes, (1, h, w), device=device)
+    rounds: dict[str, list[tuple[float, float]]] = {label: [] for label in models}
+    for _ in range(args.warmup + args.repeats):
+        for label, model in models.items():
+            model.train().zero_grad(set_to_none=True)
+            losses = []
+            forward = timed(lambda m=model: losses.append(F.cross_entropy(m(x), y)), device)
+            backward = timed(lambda: losses.pop().backward(), device)
+            model.zero_grad(set_to_none=True)
+            rounds[label].append((forward, backward))
+    return {label: values[args.warmup :] for label, values in rounds.items()}
+
+
+def memory(model: nn.Module, args: argparse.Namespace, device: torch.device) -> tuple[float, float, float]:
+    """Training and inference memory and model size, MB."""
     h, w = args.size
     x = torch.randn(1, 3, h, w, device=device)
     y = torch.randint(0, args.num_classes, (1, h, w), device=device)
 
-    def forward():
-        return F.cross_entropy(model(x), y)
-
     def step():
-        model.zero_grad(set_to_none=True)
-        forward().backward()
+        F.cross_entropy(model(x), y).backward()
 
-    model.train()
-    forward_ms = median_ms(forward, args.repeats, args.warmup, device)
-    backward_times = []
-    for _ in range(args.warmup + args.repeats):
-        model.zero_grad(set_to_none=True)
-        loss = forward()
-        sync(device)
-        start = time.perf_counter()
-        loss.backward()
-        sync(device)
-        backward_times.append(1e3 * (time.perf_counter() - start))
-    backward_ms = statistics.median(backward_times[args.warmup :])
-    training = weight_bytes(model) + peak_bytes(step, device)
+    model.train().zero_grad(set_to_none=True)
+    size = weight_bytes(model)
+    training = size + peak_bytes(step, device)
     model.zero_grad(set_to_none=True)
     model.eval()
     with torch.inference_mode():
-        inference = weight_bytes(model) + peak_bytes(lambda: model(x), device)
-    size = weight_bytes(model)
-    del model
-    gc.collect()
-    return forward_ms, backward_ms, training / MB, inference / MB, size / MB
+        inference = size + peak_bytes(lambda: model(x), device)
+    return training / MB, inference / MB, size / MB
 
 
 def cpu_name() -> str:
@@ -131,26 +146,35 @@ def main() -> None:
         parser.error("the ratios are to SegNet: keep it in --models")
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
-    measured = {label: measure(*MODELS[label], args, device) for label in args.models}
+    load_before = os.getloadavg()[0]
+    models = {label: build(*MODELS[label], args, device) for label in args.models}
+    rounds = times(models, args, device)
+    measured = {}
+    for label, model in models.items():
+        forward, backward = (statistics.median(r[i] for r in rounds[label]) for i in (0, 1))
+        measured[label] = (forward, backward, *memory(model, args, device))
+    load_after = os.getloadavg()[0]
 
-    print(f"torch {torch.__version__}, {where}, input {args.size[0]}x{args.size[1]}, batch 1, {args.num_classes} classes, "
-          f"median of {args.repeats} after {args.warmup} warm-up")  # fmt: skip
+    print(f"torch {torch.__version__}, {where}, input {args.size[0]}x{args.size[1]}, batch 1, {args.num_classes} classes; "
+          f"times: median of {args.repeats} rounds after {args.warmup}, the models taking turns in each; "
+          f"1-minute load average {load_before:.1f} before, {load_after:.1f} after")  # fmt: skip
     print()
     print("| network | parameters | " + " | ".join(COLUMNS) + " |")
     print("|---|---:|" + "---:|" * len(COLUMNS))
     for label, values in measured.items():
-        name, kwargs = MODELS[label]
-        with torch.device("meta"):
-            count = sum(p.numel() for p in segzoo.get_model(name, num_classes=args.num_classes, **kwargs).parameters())
+        count = sum(p.numel() for p in models[label].parameters())
         print(f"| {label} | {count:,} | " + " | ".join(f"{v:,.0f}" for v in values) + " |")
     print()
-    print("Ratios to SegNet, measured here / paper's Table 6 (as recalled; Caffe, Titan GPU, training memory at batch 4):")
+    print("Ratios to SegNet, measured here / paper's Table 6 (as recalled; Caffe, Titan GPU, training memory at batch 4);")
+    print("time ratios are medians of the per-round ratios:")
     print()
     print("| network | " + " | ".join(c.replace(" ms", "").replace(" MB", "") for c in COLUMNS) + " |")
     print("|---|" + "---:|" * len(COLUMNS))
-    base, paper_base = measured["SegNet"], PAPER["SegNet"]
+    paper_base = PAPER["SegNet"]
     for label, values in measured.items():
-        cells = [f"{v / b:.2f} / {p / pb:.2f}" for v, b, p, pb in zip(values, base, PAPER[label], paper_base)]
+        ours = [statistics.median(r[i] / b[i] for r, b in zip(rounds[label], rounds["SegNet"])) for i in (0, 1)]
+        ours += [v / b for v, b in zip(values[2:], measured["SegNet"][2:])]
+        cells = [f"{o:.2f} / {p / pb:.2f}" for o, p, pb in zip(ours, PAPER[label], paper_base)]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -157,3 +157,12 @@ def test_train_init_from_a_checkpoint_with_other_classes_needs_reinit_head(folde
     for key, value in _conv_weights(trained["state_dict"]).items():  # lr 1e-9: still the checkpoint's weights
         torch.testing.assert_close(value, source[key], rtol=0, atol=1e-6)
     assert trained["state_dict"]["classifier.weight"].shape[0] == 3
+
+
+@pytest.mark.parametrize("model", ["segnet_basic", "fcn_basic", "bilinear_interpolation"])
+def test_weights_backbone_for_a_model_without_a_pretrained_encoder_is_one_line(folder_dataset, tmp_path, capsys, model):
+    args = ["train", "--model", model, "--data", str(folder_dataset), "--num-classes", "3", "--ignore-index", "255",
+            "--weights-backbone", "DEFAULT", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"segzoo train: error: {model} has no pretrained encoder (the paper trains it from scratch); drop --weights-backbone"

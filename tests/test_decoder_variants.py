@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_upsampling import bilinear2x
 from support.graphs import assert_compiled_matches_eager, assert_onnx_matches_eager, assert_program_matches_eager
 from support.reference_pooling import pool, unpool
+from support.reference_upsampling import bilinear2x
 from torch import nn
 
 from segzoo import (
@@ -113,7 +113,7 @@ def _encode(model, x: torch.Tensor):
         outputs.append(h)
         values, where = pool(h.numpy(), ceil_mode=True)
         positions.append(where)
-        h = torch.from_numpy(values)
+        h = torch.from_numpy(values).to(x.dtype)  # the reference computes in float64; the values are exact
     return outputs, positions, h
 
 
@@ -134,16 +134,17 @@ def test_bilinear_interpolation_matches_numpy(size):
 @pytest.mark.parametrize("cls", [SegNetBasicEncoderAddition, SegNetBasicSingleChannelDecoder], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("size", [(45, 61), (33, 32)])
 def test_segnet_basic_variants_match_numpy_unpooling(cls, size):
-    """Unpooling with the kept positions; EncoderAddition adds each stage's encoder map before its decoder conv."""
+    """Unpooling with the kept positions; EncoderAddition adds each stage's encoder map before its decoder conv.
+    float32 (CPU float64 depthwise convolutions are slow): pooling and unpooling are exact either way."""
     torch.manual_seed(0)
-    model = cls(4).double().eval()
-    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    model = cls(4).eval()
+    x = torch.randn(2, 3, *size)
     with torch.no_grad():
         outputs, positions, h = _encode(model, x)
         for stage, skip, where in zip(model.decoder, reversed(outputs), reversed(positions)):
             unpooled = torch.from_numpy(unpool(h.numpy(), where, tuple(skip.shape[-2:])))
             h = stage(unpooled + skip if cls is SegNetBasicEncoderAddition else unpooled)
-        torch.testing.assert_close(model(x), model.classifier(h), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(model(x), model.classifier(h), rtol=0, atol=1e-5)
 
 
 def test_learned_upsampler_starts_as_bilinear_interpolation():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_upsampling import bilinear2x
 from support.graphs import assert_program_matches_eager
+from support.reference_upsampling import bilinear2x
 from support.tv_layout import assert_encoder_matches, random_state_dict
 
 from segzoo import UNetVGG16

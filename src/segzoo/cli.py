@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import shlex
@@ -21,7 +22,7 @@ from .inference import InferenceOptions, predict_files
 from .inference.tiling import BLENDS
 from .io.atomic import check_writable_file
 from .io.checkpoint import load, load_weights
-from .models.registry import get_model, list_models
+from .models.registry import get_model, list_models, model_class
 from .models.segnet import DROPOUT_PLACEMENTS
 from .models.summary import model_table
 from .models.weights import WeightsUnavailable
@@ -230,6 +231,11 @@ def _recipes(args: argparse.Namespace) -> None:
         print(f"{recipe.name:<{width}}  {recipe.description}")
 
 
+def _takes(model: str, option: str) -> bool:
+    """Whether the registered ``model``'s constructor takes ``option``."""
+    return option in inspect.signature(model_class(model)).parameters
+
+
 def _inference_arguments(command: argparse.ArgumentParser) -> None:
     """Tiles and test-time augmentation, shared by predict and evaluate."""
     command.add_argument("--tile", type=_positive, nargs=2, metavar=("H", "W"),
@@ -269,8 +275,8 @@ def _train(args: argparse.Namespace) -> None:
     if args.recipe and os.environ.get("RANK", "0") == "0":
         flags = f"; overridden by flags: {', '.join(overridden)}" if overridden else ""
         print(recipe.to_toml(f"resolved recipe {recipe.name}{flags}"), flush=True)
-    if args.weights_backbone and args.model == "segnet_basic":
-        raise ValueError("segnet_basic has no pretrained encoder (the paper trains it from scratch); drop --weights-backbone")
+    if args.weights_backbone and not _takes(args.model, "weights_backbone"):
+        raise ValueError(f"{args.model} has no pretrained encoder (the paper trains it from scratch); drop --weights-backbone")
     if args.reinit_head and not args.init_from:
         raise ValueError("--reinit-head needs --init-from CHECKPOINT")
     if args.dropout != "none" and not args.model.startswith("segnet"):

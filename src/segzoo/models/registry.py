@@ -31,11 +31,16 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def get_model(name: str, **kwargs) -> SegmentationModel:
-    """Build the model registered as ``name`` with ``kwargs`` (e.g. ``num_classes=11``)."""
+def model_class(name: str) -> type[SegmentationModel]:
+    """The class registered as ``name``."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    return _MODELS[name](**kwargs)
+    return _MODELS[name]
+
+
+def get_model(name: str, **kwargs) -> SegmentationModel:
+    """Build the model registered as ``name`` with ``kwargs`` (e.g. ``num_classes=11``)."""
+    return model_class(name)(**kwargs)
 
 
 def model_name(model: SegmentationModel) -> str:
