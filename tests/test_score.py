@@ -87,10 +87,10 @@ def test_fcn_routes_only_its_fc7_score_layer(model_cache, name):
     assert out.dtype == torch.bfloat16
 
 
-#: the models of the report (FCNs crashed, SegNets did not) and DeepLab, whose fc8 is the other 1x1
-#: conv from a wide (1024-channel) layer to the classes; the other registered models' layers are
-#: SegNet's and FCN-Basic's, whose bf16 runs test_export.py covers in every slow run
-AMX_MODELS = ["fcn8s", "fcn16s", "fcn32s", "segnet", "segnet_basic", "deeplab_largefov"]
+#: FCN-8s (its score_fr crashed; FCN-16s/32s share that layer), SegNet-Basic (reported to run) and
+#: DeepLab, whose fc8 is the other 1x1 conv from a wide (1024-channel) layer to the classes; every
+#: other registered model's bf16 training step runs in test_export.py
+AMX_MODELS = ["fcn8s", "segnet_basic", "deeplab_largefov"]
 
 
 @pytest.mark.slow
