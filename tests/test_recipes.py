@@ -90,8 +90,8 @@ def test_every_recipe_field_is_a_train_option():
 
 def test_the_paper_settings_are_in_the_recipes():
     basic = load_recipe("camvid-segnet-basic").options
-    assert (basic["model"], basic["optimizer"], basic["lr"], basic["momentum"], basic["class_weights"]) == (
-        "segnet_basic", "sgd", 0.1, 0.9, "median"
+    assert (basic["model"], basic["class_weights"], basic["crop"], basic["epochs"], basic["batch_size"]) == (
+        "segnet_basic", "median", (360, 480), 16, 4
     )  # fmt: skip
     assert load_recipe("camvid-bayesian-segnet-basic").options == {**basic, "dropout": "central"}
     segnet = load_recipe("camvid-segnet").options
@@ -193,7 +193,7 @@ def test_camvid_recipes_run_on_tiny_camvid(camvid, tmp_path, capsys):
         assert checkpoint["model"]["name"] == "segnet_basic"
         assert checkpoint["model"]["config"]["dropout"] == ("central" if "bayesian" in name else "none")
         config, data = checkpoint["train_config"], checkpoint["run"]["data"]
-        assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("sgd", 0.1, 0.9, "auto", True)
+        assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("adamw", 1e-3, 0.9, "auto", True)
         assert data["class_weights"] == "median" and data["cache"] is True and tuple(data["crop_size"]) == (16, 24)
         assert checkpoint["run"]["layout"] == "camvid" and checkpoint["run"]["ignore_index"] == 11
     assert "| Pedestrian |" in capsys.readouterr().out
