@@ -31,6 +31,7 @@ from .._checks import check_bool
 from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
+from ..io.state_dict import load_exact, strip_wrapper_prefixes
 from ..metrics import SegmentationScores
 from ..models.base import SegmentationModel
 from . import distributed
@@ -334,7 +335,7 @@ class Trainer:
                 f"{path} holds a {checkpoint['model']['name']} with config {checkpoint['model']['config']}, "
                 f"but this trainer's model has config {self.model.config}"
             )
-        self.model.load_state_dict(checkpoint["state_dict"])
+        load_exact(self.model, strip_wrapper_prefixes(checkpoint["state_dict"]), str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch = checkpoint["epoch"]
