@@ -21,6 +21,7 @@ from support.properties import (
 from support.reference_boundary import reference_bf
 
 import segzoo
+from segzoo.labels import PAD_LABEL
 from segzoo.metrics.boundary import BoundaryF1, boundary_f1
 
 NAN = float("nan")
@@ -154,6 +155,26 @@ def random_blocky(seed: int, n: int, num_classes: int, h: int = 37, w: int = 53,
         top, left = rng.integers(0, h - 8), rng.integers(0, w - 8)
         target[i, top : top + rng.integers(1, 9), left : left + rng.integers(1, 9)] = ignore_index
     return torch.from_numpy(prediction), torch.from_numpy(target)
+
+
+@pytest.mark.parametrize("ignore", [None, 255])
+def test_a_padded_image_is_scored_on_its_own_pixels_with_its_own_tolerance(ignore):
+    """Each image framed differently by pad pixels (-1), garbage predicted under the pad: the scores
+    are those of the unpadded images, whose tolerance (0.05 of 37x53's diagonal: 3.2 pixels, not
+    that of the padded 48x60) and border (no boundary) they keep; an all-pad image is skipped."""
+    prediction, target = random_blocky(seed=5, n=3, num_classes=8, ignore_index=ignore if ignore is not None else 0)
+    padded_target = torch.full((4, 48, 60), PAD_LABEL)
+    padded_prediction = torch.randint(0, 99, (4, 48, 60), generator=torch.Generator().manual_seed(0))
+    for i, (top, left) in enumerate([(0, 0), (5, 2), (11, 7)]):
+        padded_target[i, top : top + 37, left : left + 53] = target[i]
+        padded_prediction[i, top : top + 37, left : left + 53] = prediction[i]
+    image_bf, class_f1 = boundary_f1(padded_prediction, padded_target, 8, ignore_index=ignore, tolerance=0.05)
+    expected_image, expected_class = reference_bf(prediction, target, 8, ignore, 0.05)
+    assert np.allclose(image_bf.numpy()[:3], expected_image, rtol=0, atol=1e-12, equal_nan=True)
+    assert np.allclose(class_f1.numpy()[:3], expected_class, rtol=0, atol=1e-12, equal_nan=True)
+    assert image_bf[3].isnan() and class_f1[3].isnan().all()
+    unpadded = boundary_f1(prediction, target, 8, ignore_index=ignore, tolerance=0.05)
+    assert torch.equal(image_bf[:3], unpadded[0]) and torch.equal(class_f1[:3].isnan(), unpadded[1].isnan())
 
 
 @pytest.mark.parametrize("num_classes", [4, 8, 16, 32, 70])

@@ -15,6 +15,7 @@ from support.properties import (
     assert_names_labels,
     assert_rejected,
     assert_works_or_clear_error,
+    counted_labels,
     label_maps,
 )
 
@@ -110,7 +111,7 @@ def test_median_frequency_weights_follow_the_definition_and_report_bad_labels(ca
     items, num_classes, ignore = case
     result = assert_works_or_clear_error(lambda: segzoo.median_frequency_weights(items, num_classes, ignore))
     masks = singles(items)
-    counted = [m[m != ignore] if ignore is not None else m.ravel() for m in masks]
+    counted = [m[counted_labels(m, ignore)] for m in masks]
     for labels in counted:  # masks are read in order: the first bad one is reported
         bad = set(labels[(labels < 0) | (labels >= num_classes)].tolist())
         if bad:

@@ -58,6 +58,41 @@ def test_predict_writes_index_masks_and_overlays(trained, folder_dataset, tmp_pa
         assert Image.open(tmp_path / f"{image.stem}_overlay.png").size == (48, 40)
 
 
+def test_a_binary_task_trains_with_a_combined_loss_and_reports_foreground_scores(tmp_path, capsys):
+    """Masks 0/1 (a bright square on a dark image), ``--loss ce+dice --label-smoothing 0.05``: the run
+    records the loss, and its table's foreground IoU and Dice are those of best.pt's predictions on
+    the validation masks, counted here in numpy."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for folder in ("images", "masks"):
+            (tmp_path / "data" / split / folder).mkdir(parents=True)
+        for i in range(count):
+            mask = np.zeros((24, 24), np.uint8)
+            top, left = rng.integers(2, 12, size=2)
+            mask[top : top + 10, left : left + 10] = 1
+            image = (rng.integers(0, 50, (24, 24, 3)) + 150 * mask[..., None]).astype(np.uint8)
+            Image.fromarray(image).save(tmp_path / "data" / split / "images" / f"{i}.png")
+            Image.fromarray(mask).save(tmp_path / "data" / split / "masks" / f"{i}.png")
+    out = tmp_path / "run"
+    assert main([
+        "train", "--model", "segnet_basic", "--data", str(tmp_path / "data"), "--num-classes", "2", "--loss", "ce+dice",
+        "--label-smoothing", "0.05", "--epochs", "2", "--batch-size", "2", "--lr", "0.01", "--out", str(out), "--no-progress",
+    ]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("| global acc"))
+    assert lines[heading].endswith("| fg IoU | fg Dice |")
+    printed = lines[heading + 2].strip("| ").split(" | ")[-2:]
+    checkpoint = segzoo.io.checkpoint.load_checkpoint(out / "best.pt")
+    assert checkpoint["train_config"]["loss"] == "ce+dice" and checkpoint["train_config"]["label_smoothing"] == 0.05
+    assert checkpoint["run"]["recipe"]["options"]["loss"] == "ce+dice"
+    model, hits, wrong = segzoo.load(out / "best.pt").eval(), 0, 0
+    for i in range(2):
+        truth = np.array(Image.open(tmp_path / "data" / "val" / "masks" / f"{i}.png")) == 1
+        predicted = model.predict(Image.open(tmp_path / "data" / "val" / "images" / f"{i}.png"))[0].numpy() == 1
+        hits, wrong = hits + (truth & predicted).sum(), wrong + (truth ^ predicted).sum()
+    assert printed == [f"{100 * hits / (hits + wrong):.1f}", f"{100 * 2 * hits / (2 * hits + wrong):.1f}"]
+
+
 def test_models_table(capsys):
     assert main(["models", "--size", "64", "64", "--num-classes", "5"]) == 0
     out = capsys.readouterr().out
@@ -82,6 +117,9 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         (["train", "--model", "segnet_basic", "--data", "/tmp", "--num-classes", "3", "--weights-backbone", "DEFAULT"], "from scratch"),
         (["train", "--model", "segnet_basic", "--data", "/tmp", "--reinit-head"], "needs --init-from"),
         (["train", "--model", "fcn8s", "--data", "/tmp", "--dropout", "central"], "has its own"),
+        (["train", "--model", "segnet_basic", "--data", "/tmp", "--loss", "ce+iou"], "unknown loss 'iou'"),
+        (["train", "--model", "segnet_basic", "--data", "/tmp", "--num-classes", "3", "--loss", "dice", "--label-smoothing", "0.1"],
+         "no ce term"),
         (["evaluate", "/nonexistent.pt", "--data", "/tmp"], "not found"),
         (["predict", "/nonexistent.pt", "x.png", "--out", "/tmp/x"], "not found"),
     ],

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import segzoo
 import segzoo.cli
+import segzoo.losses
 from segzoo.data import SegmentationFolder, eval_transforms
 from segzoo.training import TrainConfig, Trainer, distributed, evaluate, make_loader
 from segzoo.training.distributed import ShardSampler, process_group
@@ -70,6 +71,17 @@ def test_trainer_wraps_in_ddp_but_saves_the_plain_model(one_process_group, tmp_p
     trainer.fit()
     keys = segzoo.io.checkpoint.load_checkpoint(tmp_path / "last.pt")["state_dict"].keys()
     assert keys == trainer.model.state_dict().keys() and not any(key.startswith("module.") for key in keys)
+
+
+def test_sharded_evaluation_sums_each_loss_term_over_processes(one_process_group):
+    """Through the process group's all-reduce, each term of ce+dice keeps its own sum and weight."""
+    torch.manual_seed(0)
+    model = segzoo.SegNetBasic(3).eval()
+    data = TensorDataset(torch.randn(5, 3, 16, 16), torch.randint(0, 3, (5, 16, 16)))
+    criterion = segzoo.losses.get_loss("ce+dice")
+    sharded, _ = evaluate(model, make_loader(data, 2, shuffle=False, distributed=True), criterion=criterion)
+    plain, _ = evaluate(model, DataLoader(data, batch_size=2), criterion=criterion)
+    assert sharded == pytest.approx(plain, rel=1e-12)
 
 
 def test_sync_batchnorm_on_cpu_is_refused_early(one_process_group):

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import segzoo
 from segzoo import RunDescription, save_checkpoint
+from segzoo.losses import DiceLoss, get_loss
 from segzoo.training import evaluate, evaluate_checkpoint
 
 
@@ -28,6 +29,24 @@ def test_evaluate_loss_is_the_pixel_mean_of_the_whole_set_however_batched():
         expected = criterion(model(images), masks).item()
     loss, _ = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=3), 255, criterion)  # 3 + 3 + 1
     assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_combined_loss_keeps_each_terms_average_across_batches():
+    """ce+dice in batches of 3 + 3 + 1: cross-entropy stays the pixel mean of the whole set, Dice is
+    the batches' values weighted by their counted pixels."""
+    torch.manual_seed(0)
+    model = segzoo.SegNetBasic(3).eval()
+    images, masks = toy_dataset(n=7).tensors
+    masks = masks.clone()
+    masks[:, 0, :5] = 255
+    masks[6] = 255  # the last batch counts no pixel
+    loss, _ = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=3), 255, get_loss("ce+dice", ignore_index=255))
+    with torch.no_grad():
+        logits = model(images)
+    ce = nn.CrossEntropyLoss(ignore_index=255)(logits, masks).item()
+    parts = [(DiceLoss(255)(logits[s], masks[s]).item(), int((masks[s] != 255).sum())) for s in (slice(0, 3), slice(3, 6))]
+    dice = sum(value * pixels for value, pixels in parts) / sum(pixels for _, pixels in parts)
+    assert loss == pytest.approx(ce + dice, rel=1e-6)
 
 
 def test_detailed_evaluation_adds_bf_and_ece_of_the_whole_set():

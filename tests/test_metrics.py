@@ -17,11 +17,13 @@ from support.properties import (
     assert_names_labels,
     assert_rejected,
     assert_works_or_clear_error,
+    counted_labels,
     label_maps,
     label_problems,
 )
 
 import segzoo
+from segzoo.labels import PAD_LABEL
 from segzoo.metrics import (
     BoundaryF1,
     CalibrationError,
@@ -66,6 +68,56 @@ def test_ignore_index_pixels_are_not_counted():
     cm = ConfusionMatrix(3, ignore_index=255)
     cm.update(prediction, target)
     assert cm.matrix.tolist() == MATRIX
+
+
+def pad(labels: torch.Tensor, value: int, top: int = 2, left: int = 1, bottom: int = 1, right: int = 3) -> torch.Tensor:
+    """(N, H, W) labels, or (N, C, H, W) scores, framed by ``value`` as a crop larger than the image pads them."""
+    return torch.nn.functional.pad(labels, (left, right, top, bottom), value=value)
+
+
+@pytest.mark.parametrize("ignore", [None, 255])
+def test_pad_pixels_are_not_counted_whatever_is_predicted_there(ignore):
+    cm = ConfusionMatrix(3, ignore_index=ignore)
+    cm.update(pad(PREDICTION, 7), pad(TARGET, PAD_LABEL))  # 7: no class, but under the pad
+    assert cm.matrix.tolist() == MATRIX
+    with pytest.raises(ValueError, match=r"target holds labels \[-2\]"):  # other negative labels stay errors
+        cm.update(PREDICTION, TARGET.masked_fill(TARGET == 2, -2))
+
+
+@pytest.mark.parametrize("ignore", [None, 255])
+def test_a_padded_batch_scores_as_the_unpadded_one(ignore):
+    """Every score of SegmentationMetrics (confusion, BF at a tolerance that reaches several pixels,
+    ECE) on logits and labels framed by pad pixels equals the unpadded batch's."""
+    logits, masks = _logit_batches(seed=3, batches=1)[0]
+    if ignore is None:
+        masks = masks.masked_fill(masks == 255, 0)
+    padded, plain = (SegmentationMetrics(4, ignore, boundary=True, calibration=True) for _ in range(2))
+    padded.update(pad(logits, 50.0), pad(masks, PAD_LABEL))
+    plain.update(logits, masks)
+    _assert_same_scores(padded.compute(), plain.compute(), tolerance=1e-12)
+    assert int(padded.compute().confusion.sum()) == int((masks != 255).sum())
+    # theta = 0.1 of the diagonal: 4 pixels for 24x32, 4.5 for the padded 27x36
+    padded_bf, plain_bf = (BoundaryF1(4, ignore, tolerance=0.1) for _ in range(2))
+    padded_bf.update(pad(logits, 50.0), pad(masks, PAD_LABEL))
+    plain_bf.update(logits, masks)
+    assert padded_bf.compute().bf_score == plain_bf.compute().bf_score
+
+
+def test_binary_scores_add_foreground_iou_and_dice_by_hand():
+    """Rows truth, columns prediction: TN 5, FP 1, FN 2, TP 3. Foreground IoU = 3 / (3 + 1 + 2) = 1/2,
+    Dice = 2 * 3 / (2 * 3 + 1 + 2) = 2/3."""
+    scores = scores_from_confusion(torch.tensor([[5, 1], [2, 3]]))
+    assert scores.foreground_iou == pytest.approx(1 / 2) and scores.foreground_dice == pytest.approx(2 / 3)
+    summary = scores.summary()
+    assert list(summary)[-2:] == ["foreground_iou", "foreground_dice"]
+    assert summary["foreground_iou"] == pytest.approx(1 / 2) and summary["foreground_dice"] == pytest.approx(2 / 3)
+    table = scores.table(["background", "lesion"])
+    assert "| fg IoU | fg Dice |" in table.splitlines()[0] and "| 50.0 | 66.7 |" in table.splitlines()[2]
+    # no foreground at all: undefined, not 0 or 1
+    empty = scores_from_confusion(torch.tensor([[4, 0], [0, 0]]))
+    assert math.isnan(empty.foreground_iou) and math.isnan(empty.foreground_dice)
+    three = scores_from_confusion(torch.tensor(MATRIX))
+    assert three.foreground_iou is None and three.foreground_dice is None and "foreground_iou" not in three.summary()
 
 
 def test_class_absent_everywhere_is_nan_and_left_out_of_means():
@@ -475,7 +527,7 @@ def test_confusion_matrix_counts_every_non_ignored_pixel_and_reports_bad_labels(
     assert_accepted(result)
     t = target.long().numpy()
     p = prediction.numpy().argmax(1) if prediction.is_floating_point() else prediction.long().numpy()
-    counted = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    counted = counted_labels(t, ignore)
     expected = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(expected, (t[counted], p[counted]), 1)
     assert matrix.matrix.device.type == device
@@ -530,7 +582,7 @@ def independent_ece(probabilities: torch.Tensor, target: torch.Tensor, ignore, b
     p = probabilities.double().numpy()
     confidence, predicted = p.max(1), p.argmax(1)
     t = target.long().numpy()
-    keep = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    keep = counted_labels(t, ignore)
     confidence, correct = confidence[keep], (predicted == t)[keep]
     if confidence.size == 0:
         return math.nan

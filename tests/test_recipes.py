@@ -157,6 +157,8 @@ def test_every_recipe_resolves_and_builds_its_model_with_the_recorded_parameters
         ('description = "x"\ncache = 1', "cache must be true or false"),
         ('lr = 0.1', 'needs a one-line description'),
         ('description = "x"\nlr = ', "not valid TOML"),
+        ('description = "x"\nloss = "ce+iou"', "loss is not a valid loss spec: unknown loss 'iou'"),
+        ('description = "x"\nlabel_smoothing = 1', "label_smoothing must be a number >= 0.0 and < 1.0"),
     ],
 )
 def test_bad_recipe_files_are_refused_with_the_valid_choices(text, message):
@@ -298,9 +300,12 @@ def test_model_options_that_do_not_apply_are_refused(capsys, tmp_path):
 
 
 def test_a_recipe_round_trips_through_toml():
-    recipe = Recipe("x", "one line", {"lr": 0.1, "crop": (360, 480), "cache": True, "model": "segnet", "train_scale": [1, 1.5]})
+    recipe = Recipe(
+        "x", "one line", {"lr": 0.1, "crop": (360, 480), "cache": True, "model": "segnet", "train_scale": [1, 1.5], "loss": "1*ce + 0.5*dice"}
+    )
     again = parse_recipe(recipe.to_toml("a comment"), "x")
     assert again.options == recipe.options and again.options["train_scale"] == (1.0, 1.5)
+    assert again.options["loss"] == "ce+0.5*dice"
 
 
 @pytest.mark.slow

@@ -1,16 +1,20 @@
 """The trainer: learning, exact resume, freezing, differential LR, accumulation, AMP, predict,
 deterministic runs."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from support.toy import toy_dataset
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import segzoo
 from segzoo import TrainConfig, Trainer
+from segzoo.labels import PAD_LABEL
+from segzoo.losses import DiceLoss
 
 
 def _trainer(model=None, epochs=3, out_dir=None, **config):
@@ -116,10 +120,59 @@ def test_resume_refuses_another_model(tmp_path):
         other.resume(tmp_path / "last.pt")
 
 
-@pytest.mark.parametrize(("field", "value"), [("optimizer", "adam"), ("schedule", "step"), ("epochs", 0), ("lr", 0.0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("optimizer", "adam"), ("schedule", "step"), ("epochs", 0), ("lr", 0.0), ("loss", "ce+iou"), ("label_smoothing", 1.0)],
+)
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_the_loss_spec_is_stored_short_and_smoothing_needs_cross_entropy():
+    assert TrainConfig(loss=" 1*ce + 0.50*dice").loss == "ce+0.5*dice"
+    with pytest.raises(ValueError, match="no ce term"):
+        TrainConfig(loss="lovasz", label_smoothing=0.1)
+
+
+def test_the_configured_loss_trains_validates_and_is_recorded(tmp_path):
+    """``0.5*ce+dice`` with label smoothing and class weights: the validation loss of the trained
+    model is that loss over the validation set (one batch), and the checkpoint records the spec."""
+    torch.manual_seed(0)
+    data = toy_dataset(n=8, size=16)
+    weights = torch.tensor([0.5, 1.0, 2.0])
+    config = TrainConfig(epochs=1, lr=1e-2, loss="0.5*ce+dice", label_smoothing=0.1)
+    trainer = Trainer(
+        segzoo.SegNetBasic(3), DataLoader(data, batch_size=4), DataLoader(data, batch_size=8), config,
+        class_weights=weights, out_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    history = trainer.fit()
+    images, masks = data.tensors
+    with torch.no_grad():
+        logits = trainer.model.eval()(images)
+    ce = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)(logits, masks)
+    dice = DiceLoss(weight=weights)(logits, masks)
+    assert history[0]["val_loss"] == pytest.approx(float(0.5 * ce + dice), rel=1e-5)
+    recorded = segzoo.io.checkpoint.load_checkpoint(tmp_path / "last.pt")["train_config"]
+    assert recorded["loss"] == "0.5*ce+dice" and recorded["label_smoothing"] == 0.1
+
+
+@pytest.mark.parametrize("loss", ["ce", "dice", "focal", "lovasz", "ce+dice+focal+lovasz"])
+def test_every_loss_trains_on_padded_crops(loss):
+    """Training crops framed by PAD_LABEL (a crop larger than the image), one batch all pad: every
+    loss trains and validates with finite values."""
+    x, y = toy_dataset(n=6, size=16).tensors
+    y = y.clone()
+    y[:, :3], y[:, :, -2:] = PAD_LABEL, PAD_LABEL
+    y[4:] = PAD_LABEL
+    torch.manual_seed(0)
+    trainer = Trainer(
+        segzoo.SegNetBasic(3), DataLoader(TensorDataset(x, y), batch_size=2), DataLoader(TensorDataset(x, y), batch_size=3),
+        TrainConfig(epochs=1, lr=1e-2, loss=loss), device="cpu", progress=False,
+    )  # fmt: skip
+    record = trainer.fit()[0]
+    assert math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"]) and record["train_loss"] > 0
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
 
 
 def test_predict_accepts_pil_arrays_and_uint8_tensors():

@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--train-scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("LOW", "HIGH"), help="scale range with --crop")
     train.add_argument("--eval-size", type=_positive, nargs=2, metavar=("H", "W"), help="resize for evaluation (and training without --crop)")
     train.add_argument("--class-weights", choices=("median", "none"), default="none", help="median-frequency balancing")
+    train.add_argument("--loss", default="ce",
+                       help="ce, dice, focal, lovasz or a weighted sum such as ce+dice or 0.5*ce+1*lovasz (default: %(default)s)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing in [0, 1) (default: %(default)s)")
     train.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=False)
     train.add_argument("--encoder-lr-scale", type=float, default=1.0)
     train.add_argument("--amp", nargs="?", const="on", default="off", choices=AMP_MODES,
@@ -303,7 +306,7 @@ def _train(args: argparse.Namespace) -> None:
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
         accumulate_steps=args.accumulate, seed=args.seed, sync_batchnorm=args.sync_bn, deterministic=args.deterministic,
         momentum=args.momentum, channels_last=args.channels_last, time_limit_minutes=args.time_limit,
-        patience=args.patience,
+        patience=args.patience, loss=args.loss, label_smoothing=args.label_smoothing,
     )  # fmt: skip
     data = DataConfig(
         batch_size=args.batch_size, crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),

@@ -74,9 +74,9 @@ LABEL_DTYPES = [torch.int64, torch.int32, torch.int16, torch.uint8]
 def label_maps(draw, max_side: int = 7, scores: bool = True):
     """(prediction, target, num_classes, ignore_index): (N, H, W) labels, N and sides 0 included.
 
-    Half the cases hold labels outside [0, num_classes) other than ignore_index (negative ones too);
-    labels are stored in a random integer dtype, where -1 becomes 255 for uint8 (and is then out
-    of range, unless 255 is the ignore label). The prediction is sometimes float scores (N, C, H, W).
+    Half the cases hold labels outside [0, num_classes) other than ignore_index (negative ones too,
+    and the pad label -1, which every metric skips); labels are stored in a random integer dtype,
+    where -1 becomes 255 for uint8 (and is then out of range, unless 255 is the ignore label). The prediction is sometimes float scores (N, C, H, W).
     """
     num_classes = draw(st.integers(1, 6))
     ignore = draw(st.sampled_from(IGNORES))
@@ -96,11 +96,17 @@ def label_maps(draw, max_side: int = 7, scores: bool = True):
     return prediction, target, num_classes, ignore
 
 
+def counted_labels(target: np.ndarray, ignore) -> np.ndarray:
+    """Where int64 labels count in every metric: neither ``ignore`` nor the pad label -1 (written
+    out here, not read from segzoo)."""
+    return (target != -1) & (target != ignore if ignore is not None else True)
+
+
 def label_problems(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore) -> tuple[set, set]:
-    """Out-of-range target labels other than ``ignore``, and out-of-range predicted labels where the
-    target is not ``ignore``, from the stored values."""
+    """Out-of-range target labels other than ``ignore`` and the pad label -1, and out-of-range
+    predicted labels where the target is neither, from the stored values (uint8 -1 is 255)."""
     t = target.long().numpy()
     p = prediction.numpy().argmax(1) if prediction.is_floating_point() else prediction.long().numpy()
-    counted = t != ignore if ignore is not None else np.ones(t.shape, bool)
+    counted = counted_labels(t, ignore)
     outside = lambda labels: set((labels[counted & ((labels < 0) | (labels >= num_classes))]).tolist())  # noqa: E731
     return outside(t), outside(p)

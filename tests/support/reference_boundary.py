@@ -29,17 +29,28 @@ def reference_bf(
     prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None, tolerance: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-image BF (N,) and per-image, per-class F1 (N, num_classes) of int64 label maps (N, H, W),
-    NaN where a class (or an image) is not scored."""
+    NaN where a class (or an image) is not scored. Pad pixels (label -1, unless that is the ignore
+    label) lie outside the image: each image is cut to the bounding box of its other pixels first,
+    and pad pixels inside it are void like ignored ones."""
     prediction, target = prediction.numpy(), target.numpy()
-    n, h, w = target.shape
-    theta = tolerance * math.sqrt(h * h + w * w)
+    n = target.shape[0]
     image_bf, class_f1 = np.full(n, np.nan), np.full((n, num_classes), np.nan)
     for i in range(n):
-        p = np.where(target[i] == ignore_index, ignore_index, prediction[i])
-        for c in range(num_classes):
-            if c == ignore_index or not (target[i] == c).any():
+        t, p = target[i], prediction[i]
+        if ignore_index != -1:
+            rows, columns = np.flatnonzero((t != -1).any(1)), np.flatnonzero((t != -1).any(0))
+            if len(rows) == 0:
                 continue
-            bp, bt = np.argwhere(reference_boundary(p == c)), np.argwhere(reference_boundary(target[i] == c))
+            box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+            t, p = t[box], p[box]
+        h, w = t.shape
+        theta = tolerance * math.sqrt(h * h + w * w)
+        void = (t == ignore_index) | (t == -1)
+        p = np.where(void, t, p)
+        for c in range(num_classes):
+            if c == ignore_index or not (t == c).any():
+                continue
+            bp, bt = np.argwhere(reference_boundary(p == c)), np.argwhere(reference_boundary(t == c))
             if len(bp) == 0 or len(bt) == 0:
                 class_f1[i, c] = float(len(bp) == len(bt))
                 continue

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..labels import PAD_LABEL
+
 
 class Accumulator:
     """Base of the metric accumulators: subclasses keep their running state in the tensors
@@ -54,6 +56,13 @@ def check_tensors(**named: object) -> None:
     wrong = [f"{name} {type(value).__name__}" for name, value in named.items() if not isinstance(value, Tensor)]
     if wrong:
         raise TypeError(f"{' and '.join(named)} must be tensors (torch.Tensor), got {', '.join(wrong)}")
+
+
+def counted_pixels(target: Tensor, ignore_index: int | None) -> Tensor:
+    """Where int64 ``target`` labels count: neither ``ignore_index`` nor :data:`~segzoo.labels.PAD_LABEL`
+    (the border a crop pads with, skipped by every metric whether or not there is an ignore label)."""
+    counted = target != PAD_LABEL
+    return counted & (target != ignore_index) if ignore_index is not None else counted
 
 
 def check_range(labels: Tensor, num_classes: int, ignore_index: int | None, what: str) -> None:

@@ -19,6 +19,10 @@ Definitions, per image of size H x W:
   classes they eat into.
 - Image BF = mean F1 over the scored classes; an image with none (all ignore) is skipped.
   Dataset BF = mean of the image BFs.
+- Pixels labelled :data:`~segzoo.labels.PAD_LABEL` are not part of the image: an image holding
+  them is scored on the bounding box of its other pixels (the image a crop padded), as if the pad
+  were not there, tolerance included; pad pixels left inside that box count as ignored. When
+  ``ignore_index`` is ``PAD_LABEL`` itself, the label is the ignore label and nothing is cropped.
 
 Matching dilates boundary maps with a disk of radius ``theta``. Each boundary pixel carries its class
 as one bit of an integer word, so one bitwise-OR dilation handles up to 64 classes at once, and the
@@ -34,7 +38,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_device, check_float, check_int, check_optional_int
-from .accumulator import Accumulator, check_range, label_pair
+from ..labels import PAD_LABEL
+from .accumulator import Accumulator, check_range, counted_pixels, label_pair
 
 
 @dataclass(frozen=True)
@@ -56,18 +61,37 @@ def boundary_f1(
     """BF score of each image of a batch (see the module docstring for the definitions).
 
     ``prediction``: labels (N, H, W), or logits/probabilities (N, num_classes, H, W) reduced by argmax.
-    ``target``: integer labels (N, H, W) in ``[0, num_classes)`` or ``ignore_index``.
+    ``target``: integer labels (N, H, W) in ``[0, num_classes)``, ``ignore_index`` or ``PAD_LABEL``.
     Returns float64 CPU tensors ``(image_bf, class_f1)`` of shapes (N,) and (N, num_classes): NaN
     marks skipped images and unscored classes.
     """
     num_classes, tolerance = _check_settings(num_classes, tolerance)
     ignore_index = check_optional_int("ignore_index", ignore_index)
     prediction, target = _label_maps(prediction, target, num_classes, ignore_index)
+    if ignore_index == PAD_LABEL or not (target == PAD_LABEL).any():
+        return _scores(prediction, target, num_classes, ignore_index, tolerance)
+    pairs = [_scores(*_unpadded(prediction[i], target[i]), num_classes, ignore_index, tolerance) for i in range(len(target))]
+    return torch.cat([image for image, _ in pairs]), torch.cat([classes for _, classes in pairs])
+
+
+def _unpadded(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """One image's (1, h, w) label maps cut to the bounding box of its pixels not labelled
+    ``PAD_LABEL`` (an empty box for an image that is all pad)."""
+    rows, columns = (torch.nonzero((target != PAD_LABEL).any(dim)).flatten() for dim in (1, 0))
+    if len(rows) == 0:
+        return prediction[None, :0, :0], target[None, :0, :0]
+    box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
+    return prediction[box][None], target[box][None]
+
+
+def _scores(prediction: Tensor, target: Tensor, num_classes: int, ignore_index: int | None, tolerance: float) -> tuple[Tensor, Tensor]:
+    """:func:`boundary_f1` of checked label maps of one size, void pixels (ignored or padded)
+    holding the target's label in both."""
     n, h, w = target.shape
     rectangles = _disk_rectangles(tolerance * math.hypot(h, w))
-    pred_edge, target_edge = _edges(prediction, ignore_index), _edges(target, ignore_index)
+    counted = counted_pixels(target, ignore_index)
+    pred_edge, target_edge = _edges(prediction, counted), _edges(target, counted)
     pred_matched, target_matched = _matched(pred_edge, prediction, target_edge, target, num_classes, rectangles)
-    counted = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     _, pred_total, pred_hit = _tally(prediction, pred_edge, pred_matched, counted, num_classes)
     target_pixels, target_total, target_hit = _tally(target, target_edge, target_matched, counted, num_classes)
 
@@ -136,22 +160,19 @@ def _check_settings(num_classes: int, tolerance: float) -> tuple[int, float]:
 
 
 def _label_maps(prediction: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> tuple[Tensor, Tensor]:
-    """Validated int64 (N, H, W) label maps, the prediction set to ``ignore_index`` wherever the target is."""
+    """Validated int64 (N, H, W) label maps, the prediction set to the target's label wherever that
+    is ``ignore_index`` or ``PAD_LABEL`` (void)."""
     if isinstance(target, Tensor) and target.dim() != 3:
         raise ValueError(f"target must be (N, H, W) labels, got shape {tuple(target.shape)}")
     prediction, target = label_pair(prediction, target, num_classes)
-    if ignore_index is None:
-        check_range(target, num_classes, None, "target")
-        check_range(prediction, num_classes, None, "prediction")
-        return prediction, target
-    void = target == ignore_index
+    void = ~counted_pixels(target, ignore_index)
     check_range(target.masked_fill(void, 0), num_classes, ignore_index, "target")
     check_range(prediction.masked_fill(void, 0), num_classes, None, "prediction")
-    return prediction.masked_fill(void, ignore_index), target
+    return torch.where(void, target, prediction), target
 
 
-def _edges(labels: Tensor, ignore_index: int | None) -> Tensor:
-    """Boundary pixels (N, H, W) bool: a 4-neighbour inside the image differs; ignore-labelled pixels excluded."""
+def _edges(labels: Tensor, counted: Tensor) -> Tensor:
+    """Boundary pixels (N, H, W) bool: a 4-neighbour inside the image differs; void (not ``counted``) pixels excluded."""
     edge = torch.zeros_like(labels, dtype=torch.bool)
     vertical = labels[:, 1:] != labels[:, :-1]
     horizontal = labels[:, :, 1:] != labels[:, :, :-1]
@@ -159,9 +180,7 @@ def _edges(labels: Tensor, ignore_index: int | None) -> Tensor:
     edge[:, :-1] |= vertical
     edge[:, :, 1:] |= horizontal
     edge[:, :, :-1] |= horizontal
-    if ignore_index is not None:
-        edge &= labels != ignore_index
-    return edge
+    return edge & counted
 
 
 def _tally(labels: Tensor, edge: Tensor, matched: Tensor, counted: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -8,14 +8,15 @@ import torch
 from torch import Tensor
 
 from .._checks import check_device, check_int, check_optional_int
-from .accumulator import Accumulator, check_range, check_tensors
+from .accumulator import Accumulator, check_range, check_tensors, counted_pixels
 
 
 class CalibrationError(Accumulator):
     """Expected calibration error (ECE) of per-pixel predictions (Guo et al. 2017, arXiv 1706.04599).
 
     A counted pixel's confidence is its largest class probability, and it is correct when that class
-    (the argmax, the first one on ties) is its label; pixels labelled ``ignore_index`` are skipped.
+    (the argmax, the first one on ties) is its label; pixels labelled ``ignore_index`` or
+    :data:`~segzoo.labels.PAD_LABEL` are skipped.
     Confidences fall into ``num_bins`` equal-width bins over (0, 1]: bin ``b`` holds ``(b/B, (b+1)/B]``,
     i.e. index ``ceil(B * confidence) - 1`` computed in float64, and a confidence of exactly 0 goes in
     bin 0. Per bin the pixel count (int64) and the sums of confidence and of correctness (float64) add
@@ -42,7 +43,8 @@ class CalibrationError(Accumulator):
         """Count one batch.
 
         ``probabilities``: float (N, C, H, W) class probabilities in [0, 1] (a softmax output; that
-        they sum to 1 is not checked). ``target``: integer labels (N, H, W) in ``[0, C)`` or ``ignore_index``.
+        they sum to 1 is not checked). ``target``: integer labels (N, H, W) in ``[0, C)``, ``ignore_index``
+        or ``PAD_LABEL``.
         """
         check_tensors(probabilities=probabilities, target=target)
         if probabilities.dim() != 4 or probabilities.shape[1] == 0:
@@ -61,9 +63,8 @@ class CalibrationError(Accumulator):
             raise ValueError("probabilities must lie in [0, 1] (apply softmax to logits first)")
         confidence, predicted = probabilities.max(1)
         target = target.long()  # before comparing with ignore_index, which would wrap in a narrower dtype
-        if self.ignore_index is not None:
-            counted = target != self.ignore_index
-            confidence, predicted, target = confidence[counted], predicted[counted], target[counted]
+        counted = counted_pixels(target, self.ignore_index)
+        confidence, predicted, target = confidence[counted], predicted[counted], target[counted]
         target = target.flatten()
         check_range(target, num_classes, self.ignore_index, "target")
         confidence = confidence.double().flatten()

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_optional_int
+from ..labels import PAD_LABEL
 
 
 def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, ignore_index: int | None = None) -> Tensor:
@@ -17,7 +18,7 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
 
     ``freq(c)`` = pixels of class c / total pixels of the images in which c is present, and
     ``weight(c) = median(freq) / freq(c)``, the median taken over the classes present anywhere.
-    Pixels labelled ``ignore_index`` are counted nowhere. Classes that never occur get weight 0.
+    Pixels labelled ``ignore_index`` or :data:`~segzoo.labels.PAD_LABEL` are counted nowhere. Classes that never occur get weight 0.
 
     ``dataset_or_masks`` yields label masks (H, W) or batches of them (N, H, W), as tensors or
     arrays, or ``(image, mask)`` pairs as a segmentation dataset does. Returns a float32 tensor of
@@ -36,7 +37,8 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
             raise ValueError(f"masks must be (H, W) or (N, H, W), got shape {mask.shape}")
         # an empty mask has nothing to count (and reshape's -1 would be ambiguous for it)
         for single in mask.reshape(-1, *mask.shape[-2:]) if mask.size else ():
-            labels = single[single != ignore_index] if ignore_index is not None else single.ravel()
+            counted = single != PAD_LABEL if ignore_index is None else (single != PAD_LABEL) & (single != ignore_index)
+            labels = single[counted]
             if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
                 outside = sorted(set(np.unique(labels[(labels < 0) | (labels >= num_classes)]).tolist()))[:10]
                 raise ValueError(f"mask holds labels {outside} outside [0, {num_classes}) and ignore_index={ignore_index}")

@@ -3,7 +3,8 @@
 Global accuracy (pixels right / pixels counted), class-average accuracy (mean over classes of
 per-class recall), mean IoU and frequency-weighted IoU, plus the per-class numbers. A class absent
 from both labels and predictions has no IoU (NaN) and is left out of the means rather than counted
-as 0 or 1; a class absent from the labels likewise has no accuracy.
+as 0 or 1; a class absent from the labels likewise has no accuracy. Binary tasks (two classes)
+also report the foreground's (class 1's) IoU and Dice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_device, check_int, check_optional_int
-from .accumulator import Accumulator, check_range, label_pair
+from .accumulator import Accumulator, check_range, counted_pixels, label_pair
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,24 @@ class SegmentationScores:
     #: expected calibration error of the softmax confidences, when it was computed
     ece: float | None = None
 
+    @property
+    def foreground_iou(self) -> float | None:
+        """Binary tasks (two classes): class 1's IoU, ``TP / (TP + FP + FN)``; NaN when class 1 is
+        neither labelled nor predicted; ``None`` for other class counts."""
+        return float(self.per_class_iou[1]) if len(self.per_class_iou) == 2 else None
+
+    @property
+    def foreground_dice(self) -> float | None:
+        """Binary tasks (two classes): class 1's Dice (F1), ``2 TP / (2 TP + FP + FN)``; NaN when
+        class 1 is neither labelled nor predicted; ``None`` for other class counts."""
+        if len(self.per_class_iou) != 2:
+            return None
+        hits, labelled, predicted = int(self.confusion[1, 1]), int(self.confusion[1].sum()), int(self.confusion[:, 1].sum())
+        return 2 * hits / (labelled + predicted) if labelled + predicted else math.nan
+
     def summary(self) -> dict[str, float]:
         """The headline numbers in the papers' order (SegNet's G, C, mIoU, BF; then FCN's fwIoU),
-        then ECE; BF and ECE only when computed."""
+        then ECE, then for two classes the foreground's IoU and Dice; BF and ECE only when computed."""
         numbers = {
             "global_accuracy": self.global_accuracy,
             "class_accuracy": self.class_accuracy,
@@ -47,6 +63,8 @@ class SegmentationScores:
             "bf_score": self.bf_score,
             "fw_iou": self.fw_iou,
             "ece": self.ece,
+            "foreground_iou": self.foreground_iou,
+            "foreground_dice": self.foreground_dice,
         }
         return {name: value for name, value in numbers.items() if value is not None}
 
@@ -75,6 +93,8 @@ _HEADINGS = {
     "bf_score": "BF",
     "fw_iou": "fwIoU",
     "ece": "ECE",
+    "foreground_iou": "fg IoU",
+    "foreground_dice": "fg Dice",
 }
 
 
@@ -86,7 +106,7 @@ class ConfusionMatrix(Accumulator):
     """Accumulates a ``(num_classes, num_classes)`` int64 confusion matrix on any device.
 
     Rows are ground-truth classes, columns predicted classes. Pixels whose label is
-    ``ignore_index`` are not counted. Matrices from several batches, or several processes
+    ``ignore_index`` or :data:`~segzoo.labels.PAD_LABEL` are not counted. Matrices from several batches, or several processes
     (:meth:`all_reduce`), add up.
     """
 
@@ -102,10 +122,10 @@ class ConfusionMatrix(Accumulator):
         """Count one batch.
 
         ``prediction``: logits or probabilities (N, num_classes, H, W), or labels (N, H, W).
-        ``target``: integer labels (N, H, W) in ``[0, num_classes)`` or ``ignore_index``.
+        ``target``: integer labels (N, H, W) in ``[0, num_classes)``, ``ignore_index`` or ``PAD_LABEL``.
         """
         prediction, target = label_pair(prediction, target, self.num_classes)
-        counted = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        counted = counted_pixels(target, self.ignore_index)
         target, prediction = target[counted], prediction[counted]
         check_range(target, self.num_classes, self.ignore_index, "target")
         check_range(prediction, self.num_classes, None, "prediction")

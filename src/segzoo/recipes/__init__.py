@@ -30,6 +30,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from ..data.layouts import LAYOUTS
+from ..losses import format_loss_spec, parse_loss_spec
 from ..models.registry import list_models
 from ..models.segnet import DROPOUT_PLACEMENTS
 from ..training.config import OPTIMIZERS, SCHEDULES
@@ -82,6 +83,15 @@ def _text(value: Any) -> str:
     return value
 
 
+def _loss_spec(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a loss spec string such as \"ce+dice\", got {value!r}")
+    try:
+        return format_loss_spec(parse_loss_spec(value))
+    except ValueError as error:
+        raise ValueError(f"is not a valid loss spec: {error}") from None
+
+
 def _size(value: Any) -> tuple[int, int]:
     if (
         not isinstance(value, (list, tuple))
@@ -124,6 +134,8 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "train_scale": _scale_range,
     "eval_size": _size,
     "class_weights": _choice(lambda: CLASS_WEIGHTINGS),
+    "loss": _loss_spec,
+    "label_smoothing": _number(0.0, 1.0),
     "freeze_encoder": _boolean,
     "encoder_lr_scale": _number(0.0),
     "amp": _choice(lambda: AMP_MODES),

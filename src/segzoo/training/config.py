@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .._checks import check_bool, check_choice, check_float, check_int, check_optional_int
+from ..losses import format_loss_spec, get_loss, parse_loss_spec
 from .precision import normalize_amp
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -28,6 +29,11 @@ class TrainConfig:
     # "fp16": see segzoo.training.precision; bools are kept working and stored as "on" / "off"
     amp: bool | str = "off"
     accumulate_steps: int = 1
+    # the loss, a segzoo.losses.get_loss spec: "ce", "dice", "focal", "lovasz" or a weighted sum
+    # such as "ce+dice" or "0.5*ce+lovasz"; stored in its short form
+    loss: str = "ce"
+    # cross-entropy's label smoothing, in [0, 1) (needs a ce term)
+    label_smoothing: float = 0.0
     ignore_index: int | None = None
     seed: int | None = 0
     # distributed runs only: BatchNorm statistics over all processes' batches (CUDA only: torch's
@@ -58,6 +64,9 @@ class TrainConfig:
         self.ignore_index = check_optional_int("ignore_index", self.ignore_index)
         self.seed = check_optional_int("seed", self.seed)
         self.amp = normalize_amp(self.amp)
+        self.loss = format_loss_spec(parse_loss_spec(self.loss))
+        self.label_smoothing = check_float("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        get_loss(self.loss, label_smoothing=self.label_smoothing)  # a smoothing without a ce term is refused now
         if self.patience is not None:
             self.patience = check_int("patience", self.patience, 1)
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:

@@ -26,6 +26,7 @@ from ..inference.pipeline import InferenceOptions, log_probabilities
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.run_description import RunDescription
+from ..losses import CrossEntropyLoss, SegmentationLoss
 from ..metrics import SegmentationMetrics, SegmentationScores, upsample_logits
 from ..models.base import SegmentationModel
 from . import distributed
@@ -41,14 +42,15 @@ def evaluate(
     model: SegmentationModel,
     loader: Iterable[tuple[Tensor, Tensor]],
     ignore_index: int | None = None,
-    criterion: nn.CrossEntropyLoss | None = None,
+    criterion: SegmentationLoss | nn.CrossEntropyLoss | None = None,
     amp: bool | str | torch.dtype = False,
     progress: bool = False,
     detailed: bool = False,
     options: InferenceOptions | None = None,
 ) -> tuple[float, SegmentationScores]:
     """Run ``model`` (eval mode, on its own device) over (images, masks) batches: the mean of
-    ``criterion`` (cross-entropy by default) and the confusion-matrix scores; with ``detailed``,
+    ``criterion`` (a :mod:`segzoo.losses` loss, or a ``torch.nn.CrossEntropyLoss``, which is read
+    as segzoo's; cross-entropy by default) and the confusion-matrix scores; with ``detailed``,
     also the boundary F1 score (per class too) and the expected calibration error.
 
     Every score is counted against each label at its own resolution, as the papers do: when the
@@ -59,19 +61,20 @@ def evaluate(
     (:func:`~segzoo.training.loaders.collate_pairs`, which evaluation loaders from
     :func:`make_loader` use): each item is then run and scored on its own.
 
-    The loss is averaged over all counted pixels (weighted by the criterion's class weights), as
-    if the whole loader were one batch, so it does not depend on how the data is batched or
-    sharded. When ``loader`` samples with a :class:`~segzoo.training.distributed.ShardSampler`, each process
-    evaluates its shard and the loss and confusion matrix are summed over processes: every process
-    returns the scores of the whole dataset.
+    Cross-entropy and focal loss are averaged over all counted pixels (weighted by the criterion's
+    class weights), as if the whole loader were one batch, so they do not depend on how the data is
+    batched or sharded; Dice and Lovasz, set losses, average their batch values weighted by each
+    batch's counted pixels (see :mod:`segzoo.losses`). When ``loader`` samples with a
+    :class:`~segzoo.training.distributed.ShardSampler`, each process evaluates its shard and the
+    loss and confusion matrix are summed over processes: every process returns the scores of the
+    whole dataset.
 
     ``amp``: a mode of :mod:`segzoo.training.precision` (``True`` is ``"on"``) or an autocast dtype.
     ``options`` (:class:`~segzoo.inference.InferenceOptions`): test-time augmentation, tiles or
     Monte Carlo dropout in place of the plain forward pass; their class log-probabilities stand in
     for the logits (the loss is then the negative log-likelihood of the combined prediction).
     """
-    if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
-        raise TypeError(f"criterion must be an nn.CrossEntropyLoss (its sum is averaged per pixel), got {type(criterion).__name__}")
+    criterion = _segzoo_loss(criterion, ignore_index)
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         raise ValueError(
@@ -80,27 +83,46 @@ def evaluate(
         )
     model.eval()
     device = next(model.parameters()).device
-    criterion = criterion or nn.CrossEntropyLoss(ignore_index=ignore_label(ignore_index))
     metrics = SegmentationMetrics(model.num_classes, ignore_index, boundary=detailed, calibration=detailed, device=device)
     dtype = amp if isinstance(amp, torch.dtype) else autocast_dtype(amp, device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    weight = torch.zeros((), dtype=torch.float64, device=device)
+    terms = len(criterion.terms())
+    total = torch.zeros(terms, dtype=torch.float64, device=device)
+    weight = torch.zeros(terms, dtype=torch.float64, device=device)
     bar = progress_bar(loader, progress, "evaluate")
     forward = model if options is None or options.plain else partial(log_probabilities, model, options=options)
     for images, masks in bar:
         for logits, labels in _logits_at_label_size(forward, images, masks, autocast, device):
-            batch_total, batch_weight = summed_loss(criterion, logits, labels)
+            batch_total, batch_weight = criterion.summed(logits, labels)
             total += batch_total.double()
             weight += batch_weight
             metrics.update(logits, labels)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{float(total / weight):.4f}", mIoU=f"{metrics.confusion.compute().mean_iou:.3f}")
+            bar.set_postfix(loss=f"{_mean_loss(criterion, total, weight):.4f}", mIoU=f"{metrics.confusion.compute().mean_iou:.3f}")
     if isinstance(sampler, ShardSampler):
         metrics.all_reduce()
-        total, weight = distributed.all_reduce_sum([float(total), float(weight)], device)
+        summed = distributed.all_reduce_sum([*total.tolist(), *weight.tolist()], device)
+        total, weight = (torch.tensor(part, dtype=torch.float64) for part in (summed[:terms], summed[terms:]))
     scores = metrics.compute()
-    return float(total / weight) if weight > 0 else math.nan, scores
+    return _mean_loss(criterion, total, weight), scores
+
+
+def _segzoo_loss(criterion: Any, ignore_index: int | None) -> SegmentationLoss:
+    """``criterion`` as a segzoo loss: cross-entropy skipping ``ignore_index`` when None, a
+    ``torch.nn.CrossEntropyLoss`` as segzoo's with its settings (ignore_index -100 being its "none")."""
+    if criterion is None:
+        return CrossEntropyLoss(ignore_index)
+    if isinstance(criterion, SegmentationLoss):
+        return criterion
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        ignore = None if criterion.ignore_index == -100 else criterion.ignore_index
+        return CrossEntropyLoss(ignore, criterion.weight, criterion.label_smoothing)
+    raise TypeError(f"criterion must be a segzoo loss (segzoo.losses) or an nn.CrossEntropyLoss, got {type(criterion).__name__}")
+
+
+def _mean_loss(criterion: SegmentationLoss, total: Tensor, weight: Tensor) -> float:
+    """The loss of everything summed so far; NaN while a term has counted nothing."""
+    return float(criterion.mean(total, weight)) if bool((weight > 0).all()) else math.nan
 
 
 def _logits_at_label_size(
@@ -127,22 +149,6 @@ def _logits_at_label_size(
                 per_item.append(model(image.to(device)[None]))
     for logits, target in zip(per_item, masks, strict=True):
         yield upsample_logits(logits.float(), target.shape[-2:]), target.to(device)[None]
-
-
-def summed_loss(criterion: nn.CrossEntropyLoss, logits: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-    """The criterion's loss summed over pixels, and the weight its mean divides that sum by, so
-    that batches and processes combine exactly. Per-pixel losses and then a sum, because CUDA's
-    reducing cross-entropy kernel adds with atomics and raises in deterministic mode."""
-    per_pixel = F.cross_entropy(
-        logits, masks, criterion.weight, ignore_index=criterion.ignore_index, reduction="none", label_smoothing=criterion.label_smoothing
-    )
-    counted = masks[masks != criterion.ignore_index]
-    weight = criterion.weight[counted].sum() if criterion.weight is not None else counted.numel()
-    return per_pixel.sum(), torch.as_tensor(weight, dtype=per_pixel.dtype, device=per_pixel.device)
-
-
-def ignore_label(ignore_index: int | None) -> int:
-    return -100 if ignore_index is None else ignore_index  # -100: CrossEntropyLoss's "none"
 
 
 def progress_bar(iterable: Iterable, enabled: bool, description: str) -> Iterable:

@@ -32,11 +32,12 @@ from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
 from ..io.state_dict import load_exact, strip_wrapper_prefixes
+from ..losses import get_loss
 from ..metrics import SegmentationScores
 from ..models.base import SegmentationModel
 from . import distributed
 from .config import TrainConfig
-from .evaluation import evaluate, ignore_label, interactive, progress_bar, summed_loss
+from .evaluation import evaluate, interactive, progress_bar
 from .history import HISTORY_FILE, History, write_history
 from .precision import autocast_dtype, describe_amp
 from .tensorboard import TensorBoardLog
@@ -56,7 +57,9 @@ def _now() -> float:
 class Trainer:
     """Fine-tunes ``model`` on ``train_loader`` batches of (images float (N,3,H,W), masks int64 (N,H,W)).
 
-    ``class_weights`` go to the cross-entropy loss (e.g. :func:`segzoo.median_frequency_weights`).
+    The loss is ``config.loss`` (a :func:`segzoo.losses.get_loss` spec: ``"ce"``, ``"ce+dice"``, ...),
+    for training and validation alike; ``class_weights`` go to it (e.g.
+    :func:`segzoo.median_frequency_weights`).
     With ``out_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever validation
     mIoU improves (before ``last.pt``, so that a kill in between leaves the pair consistent);
     :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
@@ -109,7 +112,10 @@ class Trainer:
         model.freeze_encoder(self.config.freeze_encoder)
         self._network = self._wrap(model)  # after freezing: DDP expects gradients for what requires them now
         weight = class_weights.to(self.device) if class_weights is not None else None
-        self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_label(self.config.ignore_index))
+        #: the loss of ``config.loss`` (see :mod:`segzoo.losses`)
+        self.criterion = get_loss(
+            self.config.loss, ignore_index=self.config.ignore_index, class_weights=weight, label_smoothing=self.config.label_smoothing
+        ).to(self.device)
         self.optimizer = self._build_optimizer()
         batches = len(train_loader)  # type: ignore[arg-type]
         distributed.check_equal(batches, "the number of training batches (use make_loader(..., distributed=True))", self.device)
@@ -272,10 +278,9 @@ class Trainer:
             no_sync = isinstance(self._network, DistributedDataParallel) and not last_of_group
             with self._network.no_sync() if no_sync else nullcontext():  # type: ignore[operator]
                 with self._autocast():
-                    loss_sum, weight = summed_loss(self.criterion, self._network(images), masks)
-                    # = self.criterion(logits, masks), also on CUDA in deterministic mode; a batch with no
-                    # counted pixel (all ignored) is 0 / tiny = 0 with zero gradients, not 0 / 0 = NaN
-                    loss = loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)
+                    # = self.criterion(logits, masks); a batch with no counted pixel (all ignored or
+                    # padded) is 0 / tiny = 0 with zero gradients, not 0 / 0 = NaN
+                    loss = self.criterion.mean(*self.criterion.summed(self._network(images), masks))
                 if not distributed.is_active() and not math.isfinite(value := loss.item()):
                     raise self._diverged(f"the training loss is {value} at step {index + 1}")
                 self.scaler.scale(loss / accumulate).backward()
