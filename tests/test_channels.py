@@ -18,7 +18,7 @@ from segzoo.training import TrainConfig, train
 
 def test_luma_is_exactly_pils_grayscale_conversion():
     rgb = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
-    expected = np.asarray(Image.fromarray(rgb).convert("L"))
+    expected = np.array(Image.fromarray(rgb).convert("L"))
     tensor = torch.from_numpy(rgb).permute(2, 0, 1)
     assert torch.equal(to_channels(tensor, 1)[0], torch.from_numpy(expected))
     assert to_channels(tensor, 3) is tensor
@@ -31,7 +31,7 @@ def test_luma_is_exactly_pils_grayscale_conversion():
 def test_transforms_give_a_one_channel_model_the_normalised_luma():
     rgb = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 5, 7), dtype=np.uint8))
     mask = torch.zeros(5, 7, dtype=torch.int64)
-    luma = torch.from_numpy(np.asarray(Image.fromarray(rgb.permute(1, 2, 0).numpy()).convert("L"))).float()
+    luma = torch.from_numpy(np.array(Image.fromarray(rgb.permute(1, 2, 0).numpy()).convert("L"))).float()
     model = segzoo.SegNetBasic(2, in_channels=1)
     (mean,), (std,) = model.mean, model.std
     image, _ = eval_transforms(model.mean, model.std)(rgb, mask)

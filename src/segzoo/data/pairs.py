@@ -178,9 +178,9 @@ def _check_samples(samples: list[tuple[Path, Path]], num_classes: int, ignore_in
         if problem is not None:
             problems.append(problem)
     if problems:
-        listed = "\n  ".join(problems[:_LISTED])
-        more = f"\n  ... and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
-        raise ValueError(f"{len(problems)} of {len(samples)} image/mask pairs are unusable:\n  {listed}{more}")
+        listed = " | ".join(problems[:_LISTED])  # one line: the command line prints errors as one line
+        more = f" | ... and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
+        raise ValueError(f"{len(problems)} of {len(samples)} image/mask pairs are unusable: {listed}{more}")
 
 
 def _check_pair(
