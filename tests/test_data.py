@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from support.properties import CASES, assert_accepted, assert_rejected, assert_works_or_clear_error, one_thread
 
-from segzoo.labels import PAD_LABEL
 from segzoo.data import (
     CamVid,
     SegmentationFolder,
@@ -26,6 +25,7 @@ from segzoo.data import (
     eval_transforms,
     train_transforms,
 )
+from segzoo.labels import PAD_LABEL
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None

@@ -9,7 +9,6 @@ from support.cityscapes import CITYSCAPES_LABELS
 from segzoo.data import LabelMap
 
 
-
 def test_binary_map_from_json_keys_decodes_and_encodes_back():
     binary = LabelMap.parse('{"0": 0, "255": 1}')
     assert binary.pairs == ((0, 0), (255, 1)) and binary.num_classes == 2 and not binary.ignores

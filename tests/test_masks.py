@@ -128,7 +128,7 @@ def test_classes_and_ignore_index_resolution():
         resolve_classes(None, 3, None, ColourTable.named("camvid"))
     with pytest.raises(ValueError, match="not both"):
         resolve_classes(None, None, binary, ColourTable.named("camvid"))
-    with pytest.raises(ValueError, match="num_classes is needed"):
+    with pytest.raises(ValueError, match="needs num_classes"):
         resolve_classes(None, None)
 
 

@@ -97,6 +97,8 @@ def test_cityscapes_layout_trains_and_predicts_label_ids(tmp_path):
     cityscapes_tree(tmp_path / "cityscapes", size=(16, 24))
     run, masks = tmp_path / "run", tmp_path / "masks"
     assert main(["train", "--layout", "cityscapes", "--data", str(tmp_path / "cityscapes"), "--out", str(run), *FAST]) == 0
+    assert main(["evaluate", str(run / "best.pt"), "--layout", "cityscapes", "--data", str(tmp_path / "cityscapes"),
+                 "--device", "cpu", "--no-progress"]) == 0
     image = next((tmp_path / "cityscapes" / "leftImg8bit" / "val").glob("*/*.png"))
     assert main(["predict", str(run / "best.pt"), str(image), "--out", str(masks)]) == 0
     label_ids = np.asarray(Image.open(next(masks.glob("*_mask.png"))))
@@ -104,9 +106,13 @@ def test_cityscapes_layout_trains_and_predicts_label_ids(tmp_path):
     assert set(np.unique(label_ids).tolist()) <= train_label_ids
 
 
-def test_ade20k_layout_trains(tmp_path):
+def test_ade20k_layout_trains_and_evaluates(tmp_path, capsys):
     ade20k_tree(tmp_path / "ade")
     assert main(["train", "--layout", "ade20k", "--data", str(tmp_path / "ade"), "--out", str(tmp_path / "run"), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run" / "best.pt"), "--layout", "ade20k", "--data", str(tmp_path / "ade"),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "| wall |" in capsys.readouterr().out  # the benchmark's class names in the score table
     model, description = segzoo.load_run(tmp_path / "run" / "best.pt")
     assert model.num_classes == 150 and description.layout == "ade20k" and description.label_map.name == "ade20k-reduce-zero"
 

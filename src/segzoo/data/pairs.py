@@ -10,7 +10,6 @@ an hour in.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,7 +47,7 @@ class PairedDataset(Dataset[tuple[Tensor, Tensor]]):
     checkpoints and predicted masks, and so do ``label_map`` and ``colour_table``.
     """
 
-    layout = "pairs"
+    layout: str | None = None  # the layouts set their name; None: a dataset given in Python
 
     def __init__(
         self,
@@ -135,7 +134,9 @@ def resolve_classes(
     encoding = label_map if label_map is not None else colour_table
     if num_classes is None:
         if encoding is None:
-            raise ValueError("num_classes is needed (--num-classes) unless a label map or colour table gives it")
+            raise ValueError(
+                "the dataset needs num_classes (--num-classes) unless a label map (--label-map) or colour table (--palette) gives it"
+            )
         num_classes = encoding.num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
