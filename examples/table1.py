@@ -4,12 +4,17 @@
     python examples/table1.py --data ../shared/data/camvid --variants segnet_basic fcn_basic --epochs 20
     python examples/table1.py --synthetic --epochs 1 --size 32 32          # seconds, no data needed
 
-Every variant is trained from scratch as the paper trains SegNet-Basic (Section 3.2): SGD with a
-fixed learning rate of 0.1, momentum 0.9, median-frequency class balancing; here at ``--size``
-(the paper: 360x480, until the training loss converges) and scored on the val split (the paper:
-the test split). The table prints our G (global accuracy), C (class average accuracy) and mIoU
-beside the paper's median-frequency-balanced test figures, which are quoted from the paper's
-Table 1 as recalled: check them against the paper before citing them.
+Every row trains with its recipe, ``camvid-<variant>`` (``segzoo recipes``; ``segzoo train --recipe
+camvid-fcn-basic ...`` runs one at full size): the paper's SGD with learning rate 0.1 and momentum
+0.9 and median-frequency class balancing, the rest as camvid-segnet-basic. Only the budget is
+overridden here: ``--epochs``, ``--batch-size`` and the resolution, ``--size H W``, as
+examples/camvid.py reduces it: crops of HxW from CamVid images scaled by the recipe's range times
+H/360, evaluation images resized to HxW (the paper: 360x480 until the training loss converges;
+synthetic images are made at HxW, so their scale range is the recipe's). Scores are counted against
+the labels at their own resolution, on the val split (the paper: the test split). The table prints our G (global
+accuracy), C (class average accuracy) and mIoU beside the paper's median-frequency-balanced test
+figures, which are quoted from the paper's Table 1 as recalled: check them against the paper
+before citing them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 
 import segzoo
 from segzoo.data import DataConfig, SyntheticShapes, open_splits
+from segzoo.recipes import Recipe, load_recipe
 from segzoo.training import TrainConfig, train
 
 #: Table 1 of arXiv 1511.00561 (median frequency balancing, CamVid test): params (M), G, C, mIoU
@@ -35,6 +41,38 @@ PAPER = {
     "fcn_basic_no_addition_no_dim_reduction": (1.625, 80.5, 61.6, 45.9),
 }
 VARIANTS = tuple(PAPER)
+CAMVID_HEIGHT = 360  # the recipes' crops are 360x480, CamVid's image size
+
+#: recipe fields and the TrainConfig / DataConfig fields they set; ``model`` and ``layout`` are
+#: read separately, and any other field in a recipe stops the script rather than being dropped
+TRAIN_FIELDS = {"epochs": "epochs", "lr": "lr", "optimizer": "optimizer", "momentum": "momentum",
+                "weight_decay": "weight_decay", "schedule": "schedule", "amp": "amp", "channels_last": "channels_last"}  # fmt: skip
+DATA_FIELDS = {"batch_size": "batch_size", "crop": "crop_size", "train_scale": "train_scale", "eval_size": "eval_size",
+               "class_weights": "class_weights", "cache": "cache"}  # fmt: skip
+
+
+def recipe_name(variant: str) -> str:
+    """The recipe of a Table 1 row: ``camvid-`` and the model's name with dashes."""
+    return "camvid-" + variant.replace("_", "-")
+
+
+def configs(recipe: Recipe, args: argparse.Namespace) -> tuple[TrainConfig, DataConfig]:
+    """The recipe's training and data settings with this script's budget: ``--epochs``,
+    ``--batch-size``, and crops and evaluation images of ``--size``, the scale range reduced with
+    them (for CamVid's 360-pixel-high images; synthetic ones are made at ``--size``)."""
+    factor = 1.0 if args.synthetic else args.size[0] / CAMVID_HEIGHT
+    low, high = recipe.options.get("train_scale", (1.0, 1.0))
+    budget = {"epochs": args.epochs, "batch_size": args.batch_size, "crop": tuple(args.size),
+              "train_scale": (low * factor, high * factor), "eval_size": tuple(args.size)}  # fmt: skip
+    options = recipe.merged(budget, "examples/table1.py's budget").options
+    unused = set(options) - set(TRAIN_FIELDS) - set(DATA_FIELDS) - {"model", "layout"}
+    if unused:
+        raise ValueError(f"{recipe.source} sets {sorted(unused)}, which examples/table1.py does not apply")
+    train_config = TrainConfig(**{TRAIN_FIELDS[key]: value for key, value in options.items() if key in TRAIN_FIELDS})
+    data = {DATA_FIELDS[key]: value for key, value in options.items() if key in DATA_FIELDS}
+    if data.get("class_weights") == "none":
+        data["class_weights"] = None
+    return train_config, DataConfig(**data)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,10 +101,12 @@ def datasets(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     train_set, val_set = datasets(args)
-    config = TrainConfig(epochs=args.epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="constant")
-    data = DataConfig(batch_size=args.batch_size, eval_size=tuple(args.size), class_weights="median")
     rows = []
     for name in args.variants:
+        recipe = load_recipe(recipe_name(name))
+        if recipe.options["model"] != name:
+            raise ValueError(f"{recipe.source} trains {recipe.options['model']}, not {name}")
+        config, data = configs(recipe, args)
         torch.manual_seed(0)
         model = segzoo.get_model(name, num_classes=train_set.num_classes)
         start = time.perf_counter()

@@ -304,3 +304,47 @@ def test_load_run_refuses_a_description_that_does_not_fit_the_model(tmp_path):
     path = save_checkpoint(tmp_path / "model.pt", segzoo.SegNetBasic(2), run={**two.to_dict(), "palette": "voc"})
     with pytest.raises(ValueError, match=r"run description has unknown fields \['palette'\]"):
         segzoo.load_run(path)
+
+
+def _wrapped_state(model, wrapping):
+    """The state dict of ``model`` as its wrappers give it: DataParallel / DDP put ``module.`` before
+    every key, torch.compile's OptimizedModule ``_orig_mod.`` (read from the real wrappers)."""
+    for wrapper in wrapping:
+        model = torch.nn.DataParallel(model) if wrapper == "parallel" else torch.compile(model)
+    return model.state_dict()
+
+
+WRAPPINGS = {"module.": ["parallel"], "_orig_mod.": ["compile"], "module._orig_mod.": ["compile", "parallel"],
+             "_orig_mod.module.": ["parallel", "compile"]}
+
+
+@pytest.mark.parametrize("prefix", list(WRAPPINGS))
+def test_a_wrapped_models_state_dict_loads_on_every_path(tmp_path, prefix):
+    """A checkpoint whose state dict was taken from a DDP-wrapped and/or torch.compile'd model loads
+    through segzoo.load, load_run and load_weights, with exactly the unwrapped model's weights."""
+    source = _basic(3, seed=1)
+    state = _wrapped_state(source, WRAPPINGS[prefix])
+    assert all(key.startswith(prefix) for key in state)  # the wrappers really name keys this way
+    path = save_checkpoint(tmp_path / "model.pt", source)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = state
+    torch.save(checkpoint, path)
+    assert _states_equal(segzoo.load(path).state_dict(), source.state_dict())
+    assert _states_equal(segzoo.load_run(path)[0].state_dict(), source.state_dict())
+    fresh = load_weights(_basic(3, seed=2), path)
+    assert _states_equal(fresh.state_dict(), source.state_dict())
+
+
+def test_an_unrelated_prefix_is_refused_and_nothing_loads(tmp_path):
+    source = _basic(3, seed=1)
+    path = save_checkpoint(tmp_path / "model.pt", source)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {f"backbone.{key}": value for key, value in source.state_dict().items()}
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"does not fit SegNetBasic: missing \[.*unexpected \[backbone\."):
+        segzoo.load(path)
+    model = _basic(3, seed=2)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"unexpected \[backbone\."):
+        load_weights(model, path)
+    assert _states_equal(model.state_dict(), before)

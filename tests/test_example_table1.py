@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import segzoo
+from segzoo.recipes import load_recipe
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "table1.py"
 
@@ -21,6 +22,34 @@ def table1():
 def test_variants_are_registered_models(table1):
     assert set(table1.VARIANTS) <= set(segzoo.list_models())
     assert len(table1.VARIANTS) == 8 and all(len(row) == 4 for row in table1.PAPER.values())
+
+
+def test_every_row_trains_with_its_recipe_and_only_the_budget_overridden(table1):
+    """One source of truth: each row's settings are its camvid-<variant> recipe's, but for the
+    epochs, the batch size and the resolution (CamVid's scale range reduced with it)."""
+    synthetic = table1.parse_args(["--synthetic", "--epochs", "2", "--size", "16", "24", "--batch-size", "3"])
+    camvid = table1.parse_args(["--data", "camvid", "--size", "90", "120"])
+    for name in table1.VARIANTS:
+        recipe = load_recipe(table1.recipe_name(name))
+        assert recipe.options["model"] == name
+        options = recipe.options
+        config, data = table1.configs(recipe, camvid)
+        assert (data.crop_size, data.eval_size, data.train_scale) == ((90, 120), (90, 120), (0.25, 0.375))  # 1-1.5 x 90/360
+        config, data = table1.configs(recipe, synthetic)
+        assert (config.epochs, data.batch_size, data.crop_size, data.eval_size) == (2, 3, (16, 24), (16, 24))
+        assert data.train_scale == options["train_scale"] == (1.0, 1.5)
+        assert (config.optimizer, config.lr, config.momentum, config.weight_decay, config.schedule) == (
+            options["optimizer"], options["lr"], options["momentum"], options["weight_decay"], options["schedule"])  # fmt: skip
+        assert (config.amp, config.channels_last, data.class_weights, data.cache) == (
+            options["amp"], options["channels_last"], options["class_weights"], options["cache"])  # fmt: skip
+        assert (config.optimizer, config.lr, config.momentum, data.class_weights) == ("sgd", 0.1, 0.9, "median")  # the paper's
+
+
+def test_a_recipe_field_the_script_does_not_apply_is_refused(table1):
+    args = table1.parse_args(["--synthetic"])
+    recipe = load_recipe("camvid-fcn-basic").merged({"freeze_encoder": True})
+    with pytest.raises(ValueError, match=r"sets \['freeze_encoder'\], which examples/table1.py does not apply"):
+        table1.configs(recipe, args)
 
 
 def test_trains_the_chosen_variants_and_prints_the_table(table1, tmp_path, capsys):

@@ -207,7 +207,7 @@ def test_merge_refuses_another_accumulator_type_even_with_equal_settings():
 
     matrix, other = ConfusionMatrix(3), Relabelled(3)
     other.update(PREDICTION, TARGET)
-    with pytest.raises(ValueError, match=r"cannot merge a Relabelled\(num_classes=3\) into a ConfusionMatrix\(num_classes=3\)"):
+    with pytest.raises(ValueError, match=r"cannot merge a Relabelled\(num_classes=3, ignore_index=None\) into a ConfusionMatrix\(num_classes=3, ignore_index=None\)"):
         matrix.merge(other)
     with pytest.raises(ValueError, match="cannot merge a ConfusionMatrix"):
         other.merge(matrix)
@@ -573,3 +573,29 @@ def test_calibration_error_refuses_what_is_not_probabilities(shape, fill):
         assert_rejected(result, ValueError, "must lie in [0, 1]")
     else:
         assert_accepted(result)  # no pixel to check
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ignore: ConfusionMatrix(4, ignore),
+        lambda ignore: BoundaryF1(4, ignore),
+        lambda ignore: CalibrationError(ignore_index=ignore),
+        lambda ignore: SegmentationMetrics(4, ignore, boundary=True, calibration=True),
+    ],
+    ids=["confusion", "boundary", "calibration", "collection"],
+)
+@pytest.mark.parametrize("theirs", [0, None], ids=["other label", "none"])
+def test_merge_refuses_another_ignore_index(make, theirs):
+    """Counts kept with another void label counted other pixels: adding them would mix two protocols."""
+    logits, masks = _logit_batches(batches=1)[0]
+    mine, other = make(255), make(theirs)
+    for accumulator, labels in ((mine, masks), (other, masks.clamp(max=3))):
+        if isinstance(accumulator, CalibrationError):
+            accumulator.update(logits.softmax(1), labels)
+        else:
+            accumulator.update(logits, labels)
+    before = [tensor.clone() for tensor in mine._state()]
+    with pytest.raises(ValueError, match=rf"cannot merge .*ignore_index={theirs}.* into .*ignore_index=255"):
+        mine.merge(other)
+    assert all(torch.equal(a, b) for a, b in zip(mine._state(), before))  # nothing half-merged

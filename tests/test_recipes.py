@@ -21,7 +21,25 @@ from segzoo.io.checkpoint import load_checkpoint
 from segzoo.recipes import FIELDS, Recipe, list_recipes, load_recipe, parse_recipe, recipe_names
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"camvid-segnet-basic", "camvid-bayesian-segnet-basic", "camvid-segnet", "voc-fcn8s"}
+# the registry names of the SegNet paper's Table 1 rows; each has a recipe camvid-<name with dashes>
+TABLE_1 = ("segnet_basic", "segnet_basic_single_channel_decoder", "segnet_basic_encoder_addition", "bilinear_interpolation",
+           "fcn_basic", "fcn_basic_no_addition", "fcn_basic_no_dim_reduction", "fcn_basic_no_addition_no_dim_reduction")  # fmt: skip
+SHIPPED = {"camvid-bayesian-segnet-basic", "camvid-segnet", "voc-fcn8s"} | {"camvid-" + name.replace("_", "-") for name in TABLE_1}
+# each recipe's model at its layout's class count: its parameters (as the README's model table and
+# tests/test_decoder_variants.py work them out) and the paper's figure in millions, where it gives one
+RECORDED = {
+    "camvid-segnet-basic": (1_416_075, 1.425),
+    "camvid-bayesian-segnet-basic": (1_416_075, None),  # dropout has no parameters
+    "camvid-segnet-basic-single-channel-decoder": (625_803, 0.625),
+    "camvid-segnet-basic-encoder-addition": (1_416_075, 1.425),
+    "camvid-bilinear-interpolation": (612_747, 0.625),
+    "camvid-fcn-basic": (646_583, 0.65),
+    "camvid-fcn-basic-no-addition": (643_723, 0.65),
+    "camvid-fcn-basic-no-dim-reduction": (1_661_323, 1.625),
+    "camvid-fcn-basic-no-addition-no-dim-reduction": (1_661_323, 1.625),
+    "camvid-segnet": (29_449_355, 29.5),
+    "voc-fcn8s": (134_489_759, None),  # 134,362,751 learnable: the fixed upsampling is frozen
+}
 
 
 def _write_pairs(images_dir: Path, masks_dir: Path, sizes, labels: int, seed: int, suffix=".png", palette=False) -> list[str]:
@@ -90,8 +108,8 @@ def test_every_recipe_field_is_a_train_option():
 
 def test_the_paper_settings_are_in_the_recipes():
     basic = load_recipe("camvid-segnet-basic").options
-    assert (basic["model"], basic["optimizer"], basic["lr"], basic["momentum"], basic["class_weights"]) == (
-        "segnet_basic", "sgd", 0.1, 0.9, "median"
+    assert (basic["model"], basic["class_weights"], basic["crop"], basic["epochs"], basic["batch_size"]) == (
+        "segnet_basic", "median", (360, 480), 16, 4
     )  # fmt: skip
     assert load_recipe("camvid-bayesian-segnet-basic").options == {**basic, "dropout": "central"}
     segnet = load_recipe("camvid-segnet").options
@@ -99,6 +117,33 @@ def test_the_paper_settings_are_in_the_recipes():
     fcn = load_recipe("voc-fcn8s").options
     assert (fcn["model"], fcn["layout"], fcn["momentum"], fcn["weight_decay"], fcn["batch_size"]) == ("fcn8s", "voc", 0.99, 5e-4, 1)
     assert fcn["fixed_upsampling"] is True and fcn["batch_norm"] is False and fcn["schedule"] == "constant"
+
+
+def test_every_table_1_variant_has_camvid_segnet_basics_recipe_with_its_own_model():
+    """One protocol for every row, so that the rows compare decoders alone."""
+    basic = load_recipe("camvid-segnet-basic").options
+    for name in TABLE_1:
+        assert load_recipe("camvid-" + name.replace("_", "-")).options == {**basic, "model": name}, name
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_every_recipe_resolves_and_builds_its_model_with_the_recorded_parameters(name, capsys):
+    assert set(RECORDED) == set(recipe_names())  # a new recipe records its model's count here
+    assert main(["recipes", name]) == 0
+    resolved = parse_recipe(capsys.readouterr().out, name).options  # every field, as `segzoo train --recipe` runs it
+    recipe = load_recipe(name).options
+    assert {key: resolved[key] for key in recipe} == recipe and resolved["model"] == recipe["model"]
+    num_classes, _ = segzoo.data.layout_classes(resolved["layout"])
+    # the architecture options the CLI passes on (weights_backbone only initialises: never fetched here)
+    options = {key: resolved[key] for key in ("batch_norm", "fixed_upsampling") if key in recipe}
+    if resolved.get("dropout", "none") != "none":
+        options["dropout"] = resolved["dropout"]
+    with torch.device("meta"):
+        model = segzoo.get_model(resolved["model"], num_classes=num_classes, **options)
+    count, paper_millions = RECORDED[name]
+    assert sum(p.numel() for p in model.parameters()) == count
+    if paper_millions is not None:  # the paper's figures are rounded: within 2.5 %
+        assert abs(count / 1e6 - paper_millions) / paper_millions < 0.025
 
 
 @pytest.mark.parametrize(
@@ -193,7 +238,7 @@ def test_camvid_recipes_run_on_tiny_camvid(camvid, tmp_path, capsys):
         assert checkpoint["model"]["name"] == "segnet_basic"
         assert checkpoint["model"]["config"]["dropout"] == ("central" if "bayesian" in name else "none")
         config, data = checkpoint["train_config"], checkpoint["run"]["data"]
-        assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("sgd", 0.1, 0.9, "auto", True)
+        assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("adamw", 1e-3, 0.9, "auto", True)
         assert data["class_weights"] == "median" and data["cache"] is True and tuple(data["crop_size"]) == (16, 24)
         assert checkpoint["run"]["layout"] == "camvid" and checkpoint["run"]["ignore_index"] == 11
     assert "| Pedestrian |" in capsys.readouterr().out

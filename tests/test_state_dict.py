@@ -325,3 +325,10 @@ def test_load_exact_allows_missing_num_batches_tracked():
     assert int(loaded["bn.num_batches_tracked"]) == 42
     for key in state:
         assert torch.equal(loaded[key], state[key]), key
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_compiled_model_prefix_is_stripped(prefix):
+    """torch.compile's wrapper (every key prefixed _orig_mod.), alone or with DDP's, comes back without it."""
+    state = small_state()
+    assert_same_state(read_state_dict({"state_dict": {prefix + k: v for k, v in state.items()}}), state)

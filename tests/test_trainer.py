@@ -267,3 +267,25 @@ def test_deterministic_training_refuses_native_unpooling():
 def test_deterministic_needs_a_seed():
     with pytest.raises(ValueError, match="seed"):
         TrainConfig(deterministic=True, seed=None)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "backbone."])
+def test_resume_reads_a_wrapped_models_state_dict_and_refuses_other_prefixes(tmp_path, prefix):
+    """A last.pt whose weights were saved from a DDP-wrapped (module.) or compiled (_orig_mod.)
+    model resumes with exactly those weights; any other prefix is refused and loads nothing."""
+    saved = _trainer(epochs=1, out_dir=tmp_path)
+    saved.fit()
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    checkpoint["state_dict"] = {prefix + key: value for key, value in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "last.pt")
+    resumed = _trainer(epochs=2, model=segzoo.SegNetBasic(3))
+    before = {key: value.clone() for key, value in resumed.model.state_dict().items()}
+    if prefix == "backbone.":
+        with pytest.raises(ValueError, match=r"does not fit SegNetBasic: .*unexpected \[backbone\."):
+            resumed.resume(tmp_path / "last.pt")
+        expected = before
+    else:
+        resumed.resume(tmp_path / "last.pt")
+        expected = saved.model.state_dict()
+    state = resumed.model.state_dict()
+    assert state.keys() == expected.keys() and all(torch.equal(state[key], expected[key]) for key in state)

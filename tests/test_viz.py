@@ -242,6 +242,15 @@ def test_prediction_grid_lays_out_image_target_prediction(tmp_path):
     assert (grid[gaps] == 255).all()
 
 
+def test_draw_prediction_grid_is_the_saved_picture_without_a_file(tmp_path):
+    images = torch.stack([random_image(5, 6, seed) for seed in range(3)])
+    masks = torch.stack([random_mask(5, 6, 4, seed) for seed in range(3)])
+    drawn = viz.draw_prediction_grid(images, masks, masks.flip(0), palette(4), max_rows=2)
+    assert drawn.dtype == torch.uint8 and drawn.shape == (3, 2 * 5 + GAP, 3 * 6 + 2 * GAP)
+    saved = read_png(prediction_grid(images, masks, masks.flip(0), palette(4), tmp_path / "g.png", max_rows=2))
+    assert np.array_equal(drawn.permute(1, 2, 0).numpy(), saved)
+
+
 def test_prediction_grid_draws_at_most_max_rows(tmp_path):
     images = torch.stack([random_image(4, 4, seed) for seed in range(5)])
     masks = torch.zeros(5, 4, 4, dtype=torch.long)

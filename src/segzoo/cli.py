@@ -21,7 +21,7 @@ from .data import LAYOUTS, DataConfig, layout_classes, open_splits
 from .export import export_onnx, export_program, save_program
 from .inference import InferenceOptions, predict_files
 from .inference.tiling import BLENDS
-from .io.atomic import check_writable_file
+from .io.atomic import check_writable_file, check_writable_folder
 from .io.checkpoint import load, load_weights
 from .models.registry import get_model, list_models, model_class
 from .models.segnet import DROPOUT_PLACEMENTS
@@ -42,6 +42,7 @@ from .training import (
     prepare_out_dir,
     train,
 )
+from .training.tensorboard import require_tensorboard
 
 #: ``segzoo export --format``: the suffix of its default output file
 EXPORT_SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
@@ -129,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="channels_last memory format for training (faster convolutions on most CPUs and GPUs)")
     train.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                        help="decode both splits once and keep them in memory (refused if they would not fit)")
+    train.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                       help='also log every epoch to TensorBoard in DIR (default: OUT/tensorboard); needs pip install "segzoo[tensorboard]"')
     train.add_argument("--patience", type=_positive, metavar="N",
                        help="early stopping: stop once validation mIoU has not improved for N epochs")
     train.add_argument("--time-limit", type=_positive_float, metavar="MIN",
@@ -289,7 +292,12 @@ def _train(args: argparse.Namespace) -> None:
     if args.fixed_upsampling and not args.model.startswith("fcn"):
         raise ValueError(f"--fixed-upsampling freezes FCN's upsampling layers; {args.model} has none")
     # every check that needs no data first, then the model (pretrained weights load or fail here), then the data
+    tensorboard = None if args.tensorboard is None else Path(args.tensorboard or Path(args.out) / "tensorboard")
+    if tensorboard is not None:
+        require_tensorboard()
     prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    if tensorboard is not None:
+        check_writable_folder(tensorboard, "TensorBoard folder (--tensorboard)")
     if args.device is not None:
         check_device(args.device, "--device")
     encoding = mask_encoding(args)
@@ -324,7 +332,7 @@ def _train(args: argparse.Namespace) -> None:
         result = train(
             model, train_set, val_set, args.out, config, data,
             resume=args.resume, overwrite=args.overwrite, num_workers=args.workers, device=device, progress=args.progress,
-            recipe={**recipe.to_dict(), "overrides": overridden},
+            recipe={**recipe.to_dict(), "overrides": overridden}, tensorboard=tensorboard,
         )  # fmt: skip
         if distributed.is_main() and result.time_limit_reached:
             _print_time_limit(result, args)

@@ -150,7 +150,20 @@ def prediction_grid(
     ignore_index: int | None = None,
     max_rows: int = 8,
 ) -> Path:
-    """Save a PNG with one row per sample, image | ground truth | prediction, white gaps between tiles.
+    """Save :func:`draw_prediction_grid`'s picture as a PNG at ``path``; return the path."""
+    return save_png(path, draw_prediction_grid(images, targets, predictions, colours, ignore_index, max_rows))
+
+
+def draw_prediction_grid(
+    images: Tensor,
+    targets: Tensor,
+    predictions: Tensor,
+    colours: Colours,
+    ignore_index: int | None = None,
+    max_rows: int = 8,
+) -> Tensor:
+    """One row per sample, image | ground truth | prediction, white gaps between tiles: uint8
+    (3, rows * H + (rows - 1) * 4, 3 * W + 8).
 
     ``images`` uint8 (N, 3, H, W), ``targets`` and ``predictions`` integer (N, H, W); at most
     ``max_rows`` samples are drawn. ``ignore_index`` applies to the targets only: a prediction is
@@ -188,7 +201,7 @@ def prediction_grid(
         for column, tile in enumerate(tiles):
             left = column * (width + _GAP)
             grid[:, top : top + height, left : left + width] = tile
-    return save_png(path, grid)
+    return grid
 
 
 def plot_confusion_matrix(

@@ -22,7 +22,7 @@ from ..models.registry import get_model, model_name
 from .atomic import atomic_write
 from .pretrained import is_pretrained, read_pretrained
 from .run_description import RunDescription
-from .state_dict import load_exact, strip_parallel_prefix
+from .state_dict import load_exact, strip_wrapper_prefixes
 from .torchfile import read_torch_file
 
 logger = logging.getLogger(__name__)
@@ -123,10 +123,11 @@ def run_description(checkpoint: Mapping[str, Any], model: SegmentationModel, sou
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> SegmentationModel:
     """Rebuild the model of an already read checkpoint (see :func:`load_checkpoint`), from the
     checkpoint alone: its weights come from its state dict, never from the network (options that
-    would load others, such as ``weights_backbone``, are dropped from its config)."""
+    would load others, such as ``weights_backbone``, are dropped from its config). A state dict
+    taken from a DDP-wrapped or compiled model loads without its wrappers' key prefixes."""
     checkpoint = _check_format(checkpoint, source)
     model = _build(checkpoint["model"]["name"], architecture(checkpoint["model"]["config"]), source)
-    load_exact(model, checkpoint["state_dict"], source)
+    load_exact(model, strip_wrapper_prefixes(checkpoint["state_dict"]), source)
     return model
 
 
@@ -151,8 +152,8 @@ def load_weights(
     with ``reinit_head=True``: the head tensors (those whose shapes depend on ``num_classes``, see
     :func:`head_keys`) then keep ``model``'s own values and every other tensor is loaded. With
     ``reinit_head=True`` the head is kept even when the class counts agree (a new label set of the
-    same size). A state dict taken from a DataParallel / DDP-wrapped model (every key prefixed
-    ``module.``) is read without the prefix. Returns ``model``.
+    same size). A state dict taken from a DataParallel / DDP-wrapped or torch.compile'd model
+    (every key prefixed ``module.`` / ``_orig_mod.``) is read without the prefixes. Returns ``model``.
     """
     if isinstance(path_or_checkpoint, Mapping):
         source = "the given checkpoint"
@@ -176,7 +177,7 @@ def load_weights(
         raise ValueError(f"{source} holds a {name} with another config than the model's: " + "; ".join(differ))
     if differ:
         logger.info("%s: config differs only in options that keep the weights' layout: %s", source, "; ".join(differ))
-    state = strip_parallel_prefix(checkpoint["state_dict"])  # taken from a DataParallel / DDP-wrapped model
+    state = strip_wrapper_prefixes(checkpoint["state_dict"])  # taken from a DDP-wrapped or compiled model
     if config["num_classes"] != model.num_classes and not reinit_head:
         raise ValueError(
             f"{source} has {config['num_classes']} classes, the model has {model.num_classes}; pass "

@@ -15,16 +15,23 @@ StateDictSource = str | os.PathLike | Mapping[str, Tensor]
 # ("model_state_dict": pytorch-fcn's trainer, "model_state": pytorch-semseg's).
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "model_state")
 
-#: the prefix nn.DataParallel and DistributedDataParallel put before every key of the wrapped model
-PARALLEL_PREFIX = "module."
+#: the prefixes wrappers put before every key of the wrapped model's state dict: nn.DataParallel
+#: and DistributedDataParallel ``module.``, torch.compile's OptimizedModule ``_orig_mod.``
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def strip_parallel_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` without the ``module.`` prefix of a DataParallel / DDP-wrapped model's state dict,
-    when every key has it (a prefix on some keys only is a layer really named ``module``: kept)."""
-    if state and all(key.startswith(PARALLEL_PREFIX) for key in state):
-        return {key[len(PARALLEL_PREFIX) :]: value for key, value in state.items()}
-    return dict(state)
+def strip_wrapper_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` without the prefixes of :data:`WRAPPER_PREFIXES`, as often and in whatever order
+    they were stacked (``module._orig_mod.`` for DDP around a compiled model), each stripped only
+    when every key has it: a prefix on some keys only is a layer really named so, and is kept. Any
+    other prefix is kept too, so that loading reports it rather than guessing."""
+    state = dict(state)
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in state)), None)
+        if prefix is None:
+            break
+        state = {key[len(prefix) :]: value for key, value in state.items()}
+    return state
 
 
 def preview_keys(keys: Iterable[str], limit: int = 6) -> str:
@@ -61,8 +68,8 @@ def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
     ``torch.load(weights_only=True)``): a file holding a pickled module or any other code-bearing
     object is refused, never executed, and a damaged file is named as such; numpy scalars (trainers'
     metrics) are read. A single wrapper level (``state_dict`` / ``model_state_dict`` / ``model`` /
-    ``model_state``) is unwrapped, and the ``module.`` prefix of a DataParallel / DDP-wrapped
-    model is stripped (:func:`strip_parallel_prefix`).
+    ``model_state``) is unwrapped, and the prefixes of a DataParallel / DDP-wrapped or
+    torch.compile'd model are stripped (:func:`strip_wrapper_prefixes`).
     """
     if isinstance(source, (str, os.PathLike)):
         loaded, where = read_torch_file(source), str(source)
@@ -81,7 +88,7 @@ def read_state_dict(source: StateDictSource) -> dict[str, Tensor]:
     not_tensors = [k for k, v in loaded.items() if not isinstance(v, Tensor)]
     if not_tensors:
         raise ValueError(f"{where} is not a state dict: entries {preview_keys(not_tensors)} are not tensors")
-    return strip_parallel_prefix(loaded)
+    return strip_wrapper_prefixes(loaded)
 
 
 def load_exact(

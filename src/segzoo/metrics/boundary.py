@@ -107,8 +107,8 @@ class BoundaryF1(Accumulator):
     def _state(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.bf_sum, self.images, self.class_sum, self.class_count
 
-    def _settings(self) -> dict[str, float]:
-        return {"num_classes": self.num_classes, "tolerance": self.tolerance}
+    def _settings(self) -> dict[str, float | None]:
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "tolerance": self.tolerance}
 
     def update(self, prediction: Tensor, target: Tensor) -> None:
         """Score one batch; arguments as for :func:`boundary_f1`."""

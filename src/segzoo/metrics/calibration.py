@@ -34,8 +34,8 @@ class CalibrationError(Accumulator):
     def _state(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.count, self.confidence_sum, self.correct_sum
 
-    def _settings(self) -> dict[str, int]:
-        return {"num_bins": self.num_bins}
+    def _settings(self) -> dict[str, int | None]:
+        return {"num_bins": self.num_bins, "ignore_index": self.ignore_index}
 
     @torch.no_grad()
     def update(self, probabilities: Tensor, target: Tensor) -> None:

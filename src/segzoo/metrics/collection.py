@@ -58,6 +58,7 @@ class SegmentationMetrics(Accumulator):
     def _settings(self) -> dict[str, Any]:
         return {
             "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
             "boundary": self.boundary is not None and self.boundary._settings(),
             "calibration": self.calibration is not None and self.calibration._settings(),
         }

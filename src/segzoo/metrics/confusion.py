@@ -115,8 +115,8 @@ class ConfusionMatrix(Accumulator):
     def _state(self) -> tuple[Tensor]:
         return (self.matrix,)
 
-    def _settings(self) -> dict[str, int]:
-        return {"num_classes": self.num_classes}
+    def _settings(self) -> dict[str, int | None]:
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
 
     def compute(self) -> SegmentationScores:
         return scores_from_confusion(self.matrix)

@@ -4,7 +4,8 @@
 ``evaluation`` (:func:`evaluate` over a loader, a dataset with pictures, a checkpoint),
 ``loaders`` (:func:`make_loader`), ``precision`` (what each ``amp`` mode means on a device),
 ``distributed`` (joining and leaving torchrun's process group, sharding, collectives),
-``history`` (per-epoch records, history.jsonl, early stopping), ``run`` (a whole run from
+``history`` (per-epoch records, history.jsonl, early stopping), ``tensorboard`` (the same epochs,
+scores and prediction grids in TensorBoard, an optional extra), ``run`` (a whole run from
 datasets: :func:`train`, :func:`demo`).
 """
 

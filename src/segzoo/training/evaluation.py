@@ -207,7 +207,7 @@ def evaluate_dataset(
     _, scores = evaluate(model, make_loader(dataset, batch_size, shuffle=False), run.ignore_index, detailed=True, options=options)
     files: dict[str, Path] = {}
     if out_dir is not None:
-        pictures, masks, predictions = _drawn_samples(model, dataset, run)
+        pictures, masks, predictions = drawn_samples(model, dataset, run)
         files["predictions"] = viz.prediction_grid(
             pictures, masks, predictions, run.palette, Path(out_dir) / "predictions.png", ignore_index=run.ignore_index
         )
@@ -220,7 +220,7 @@ def evaluate_dataset(
     return scores, files
 
 
-def _drawn_samples(model: SegmentationModel, dataset: Any, run: RunDescription, count: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+def drawn_samples(model: SegmentationModel, dataset: Any, run: RunDescription, count: int = 8) -> tuple[Tensor, Tensor, Tensor]:
     """Up to ``count`` leading items of the first item's label size, for the prediction grid: uint8
     pictures, labels and predictions, all at the label resolution (logits upsampled as when scored)."""
     device = next(model.parameters()).device

@@ -25,6 +25,7 @@ from . import distributed
 from .config import TrainConfig
 from .evaluation import evaluate_dataset
 from .loaders import make_loader
+from .tensorboard import require_tensorboard
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     recipe: Mapping[str, Any] | None = None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> RunResult:
     """Fine-tune ``model`` on untransformed datasets (items: uint8 image, int64 mask), writing
     ``last.pt``, ``best.pt``, ``predictions.png`` and, with matplotlib, ``curves.png`` and
@@ -72,6 +74,8 @@ def train(
     resolved recipe of a command-line run, plain values) when given. With ``data.cache`` both
     splits are decoded once and served from memory (:class:`~segzoo.data.InMemoryDataset`).
     A run stopped by ``config.time_limit_minutes`` skips the final evaluation (see :class:`RunResult`).
+    ``tensorboard``: a folder to log every epoch to as well (needs ``segzoo[tensorboard]``; see
+    :mod:`segzoo.training.tensorboard`), checked before any data is read.
 
     Launched by ``torchrun``, every process runs this same call inside
     :func:`~segzoo.training.distributed.process_group`: it trains data-parallel with
@@ -83,7 +87,11 @@ def train(
     (remove them and start afresh) says what to do with it; see :func:`prepare_out_dir`.
     """
     data = data or DataConfig()
+    if tensorboard is not None:
+        require_tensorboard()
     out_dir = prepare_out_dir(out_dir, resume, overwrite)
+    if tensorboard is not None:
+        check_writable_folder(tensorboard, "TensorBoard folder")
     ignore_index = train_set.ignore_index
     config = dataclasses.replace(config, ignore_index=ignore_index)  # the caller's config stays as it was
     if data.cache:
@@ -114,6 +122,7 @@ def train(
         out_dir=out_dir,
         progress=progress,
         run=run,
+        tensorboard=tensorboard,
     )
     if resume:
         trainer.resume(out_dir / "last.pt")

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from .._checks import check_bool
 from ..io.atomic import remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.run_description import RunDescription
+from ..io.state_dict import load_exact, strip_wrapper_prefixes
 from ..metrics import SegmentationScores
 from ..models.base import SegmentationModel
 from . import distributed
@@ -38,6 +39,7 @@ from .config import TrainConfig
 from .evaluation import evaluate, ignore_label, interactive, progress_bar, summed_loss
 from .history import HISTORY_FILE, History, write_history
 from .precision import autocast_dtype, describe_amp
+from .tensorboard import TensorBoardLog
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ class Trainer:
     mIoU improves (before ``last.pt``, so that a kill in between leaves the pair consistent);
     :meth:`resume` continues a run from ``last.pt`` exactly where it stopped.
     ``run`` (class names, colours, mean/std, data settings; by default described from the
-    training loader's dataset and the model) is stored in every checkpoint.
+    training loader's dataset and the model) is stored in every checkpoint. With ``tensorboard`` (a
+    folder; needs ``segzoo[tensorboard]``), every epoch is also logged there (:mod:`segzoo.training.tensorboard`).
 
     Launched by ``torchrun``, the trainer joins the process group (:func:`segzoo.training.distributed.setup`;
     ``device=None`` then means this process's own GPU, or the CPU) and trains the model wrapped in
@@ -81,6 +84,7 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
         progress: bool = True,
         run: RunDescription | None = None,
+        tensorboard: str | os.PathLike | None = None,
     ) -> None:
         check_bool("progress", progress)
         self.config = config or TrainConfig()
@@ -97,6 +101,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.run = run or RunDescription.for_model(model, getattr(train_loader, "dataset", None))
+        self._tensorboard = None if tensorboard is None else TensorBoardLog(tensorboard, self.run, getattr(val_loader, "dataset", None))
         if self.config.seed is not None:
             # per-process streams, so that processes draw different augmentations and dropout;
             # the weights are rank 0's everywhere anyway (DDP broadcasts them when it wraps)
@@ -183,7 +188,8 @@ class Trainer:
         self.time_limit_reached = False
         deadline = None if self.config.time_limit_minutes is None else _now() + 60 * self.config.time_limit_minutes
         durations: list[float] = []
-        with _deterministic_algorithms(self.config.deterministic):
+        log = closing(self._tensorboard) if self._tensorboard is not None else nullcontext()
+        with _deterministic_algorithms(self.config.deterministic), log:
             while self.epoch < self.config.epochs:
                 if self.stopped_early:
                     break
@@ -216,6 +222,7 @@ class Trainer:
         # every process then evaluates (and rank 0 saves) the same model: rank 0's
         distributed.broadcast_buffers(self.model)
         self._check_finite_weights()  # a diverged model is never validated, nor saved as best.pt
+        scores = None
         if self.val_loader is not None:
             val_loss, scores = self.validate(self.val_loader)
             record.update(val_loss=val_loss, **scores.summary())
@@ -234,6 +241,9 @@ class Trainer:
         logger.info("epoch %d/%d %s", self.epoch, self.config.epochs, _format(record))
         if self._show_progress and not interactive():  # the bars' stand-in under a pipe: one line per epoch
             print(f"epoch {self.epoch}/{self.config.epochs} {_format(record)}", file=sys.stderr, flush=True)
+        if self._tensorboard is not None:  # before last.pt: a run resumed from it purges this epoch's events
+            rates = dict(zip(("decoder", "encoder"), (group["lr"] for group in self.optimizer.param_groups)))
+            self._tensorboard.log_epoch(record, scores, rates, self.model)
         if self.out_dir is not None:
             # best.pt first: last.pt records the best score, so a kill between the two writes leaves
             # the last.pt of the epoch before, and the resumed run writes this best.pt again
@@ -334,7 +344,7 @@ class Trainer:
                 f"{path} holds a {checkpoint['model']['name']} with config {checkpoint['model']['config']}, "
                 f"but this trainer's model has config {self.model.config}"
             )
-        self.model.load_state_dict(checkpoint["state_dict"])
+        load_exact(self.model, strip_wrapper_prefixes(checkpoint["state_dict"]), str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch = checkpoint["epoch"]
