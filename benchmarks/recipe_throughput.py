@@ -77,7 +77,7 @@ def main() -> None:
         train_set = InMemoryDataset(train_set, name="training split")
     cache_seconds = time.perf_counter() - started
     crop = tuple(options["crop"])
-    train_set.transforms = train_transforms(crop, model.mean, model.std, train_set.ignore_index, scale=tuple(options["train_scale"]))
+    train_set.transforms = train_transforms(crop, model.mean, model.std, scale=tuple(options["train_scale"]))
     loader = make_loader(train_set, options["batch_size"], shuffle=True)
     config = TrainConfig(
         epochs=1, lr=options["lr"], optimizer=options["optimizer"], momentum=options["momentum"],

@@ -33,10 +33,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from models import LiveStorageBytes, sync
 from torch import nn
 
 import segzoo
-from models import LiveStorageBytes, sync
 
 MB = 1e6
 

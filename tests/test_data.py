@@ -25,6 +25,7 @@ from segzoo.data import (
     eval_transforms,
     train_transforms,
 )
+from segzoo.labels import PAD_LABEL
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -211,16 +212,16 @@ def test_folder_size_mismatch_names_both_sizes(tmp_path):
 
 def test_folder_mask_values_out_of_range(tmp_path):
     mask = np.array([[0, 1, 7], [3, 255, 9]], dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"mask .*v\.png holds values \[7, 9\] outside \[0, 4\) or ignore_index=255"):
+    with pytest.raises(ValueError, match=r"mask .*v\.png holds values outside \[0, 4\) or ignore_index=255: 7 \(1 pixels\), 9 \(1 pixels\)$"):
         _folder(tmp_path, [("v.png", _rgb(np.random.default_rng(10), 2, 3), mask)], num_classes=4, ignore_index=255)
-    with pytest.raises(ValueError, match=r"holds values \[7, 9, 255\] outside \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"holds values outside \[0, 4\): 7 \(1 pixels\), 9 \(1 pixels\), 255 \(1 pixels\)"):
         SegmentationFolder(tmp_path / "images", tmp_path / "masks", num_classes=4)
 
 
 def test_folder_rejects_rgb_masks(tmp_path):
     colour_mask = np.zeros((4, 4, 3), np.uint8)
     colour_mask[:2] = (128, 64, 128)  # a CamVid-style colour-coded label
-    with pytest.raises(ValueError, match=r"mask .*road\.png has mode 'RGB'; masks must be single-channel class-index"):
+    with pytest.raises(ValueError, match=r"mask .*road\.png is an RGB colour mask; give a colour table \(--palette"):
         _folder(tmp_path, [("road.png", _rgb(np.random.default_rng(11), 4, 4), colour_mask)], num_classes=2)
 
 
@@ -308,28 +309,28 @@ def test_train_transforms_never_interpolate_labels():
     labels = torch.arange(0, 250, 13)
     mask = labels[torch.randint(0, len(labels), (50, 70), generator=generator)]  # every pixel a boundary
     image = torch.randint(0, 256, (3, 50, 70), generator=generator, dtype=torch.uint8)
-    transform = train_transforms((64, 64), MEAN, STD, ignore_index=255, scale=(0.5, 2.0))
+    transform = train_transforms((64, 64), MEAN, STD, scale=(0.5, 2.0))
     torch.manual_seed(0)
     seen_padding = False
     for _ in range(10):
         _, out = transform(image, mask)
         values = set(out.unique().tolist())
-        assert values <= set(mask.unique().tolist()) | {255}
-        seen_padding |= 255 in values
-    assert seen_padding  # scales below 64/70 leave the crop partly padded with ignore_index
+        assert values <= set(mask.unique().tolist()) | {PAD_LABEL}
+        seen_padding |= PAD_LABEL in values
+    assert seen_padding  # scales below 64/70 leave the crop partly padded with PAD_LABEL
 
 
 @needs_torchvision
 @pytest.mark.parametrize("scale", [(1.0, 1.0), (0.5, 2.0)])
 def test_train_transforms_move_image_and_mask_together(scale):
     torch.manual_seed(1)
-    transform = train_transforms((80, 80), MEAN, STD, ignore_index=255, scale=scale)
+    transform = train_transforms((80, 80), MEAN, STD, scale=scale)
     checked = 0
     for seed in range(8):
         image, mask = _blocky_pair(torch.Generator().manual_seed(seed))
         out_image, out_mask = transform(image, mask)
         encoded = denormalize(out_image, MEAN, STD)[0].long()
-        labelled = out_mask != 255
+        labelled = out_mask != PAD_LABEL
         if scale == (1.0, 1.0):
             check = labelled  # no resampling: every pixel must match
         else:
@@ -341,12 +342,21 @@ def test_train_transforms_move_image_and_mask_together(scale):
 
 
 @needs_torchvision
-def test_train_transforms_pad_with_zero_without_ignore_index():
+def test_train_transforms_pad_masks_with_pad_label_never_a_class():
+    """A crop larger than the image: the padded area is exactly PAD_LABEL (-1) and black, the rest is
+    the original labels and pixels, at the offset the crop chose (found from the image)."""
     image = torch.full((3, 10, 10), 200, dtype=torch.uint8)
-    mask = torch.full((10, 10), 3)
-    out_image, out_mask = train_transforms((20, 20), (0.0,) * 3, (1.0,) * 3, scale=(1.0, 1.0), hflip=False)(image, mask)
-    assert int((out_mask == 0).sum()) == 300 and int((out_mask == 3).sum()) == 100
-    assert torch.equal(out_image[:, out_mask == 0], torch.zeros(3, 300))
+    mask = torch.arange(100).view(10, 10) % 7  # class 0 appears: padding must never read as it
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out_image, out_mask = train_transforms((20, 16), (0.0,) * 3, (1.0,) * 3, scale=(1.0, 1.0), hflip=False)(image, mask)
+        inside = out_image[0] > 0.5  # the image's own pixels (200 / 255), the padding is 0
+        rows, cols = inside.any(1).nonzero().flatten(), inside.any(0).nonzero().flatten()
+        top, left = int(rows[0]), int(cols[0])
+        assert (len(rows), len(cols)) == (10, 10)
+        assert torch.equal(out_mask[top : top + 10, left : left + 10], mask)
+        assert bool((out_mask[~inside] == PAD_LABEL).all()) and int((out_mask == PAD_LABEL).sum()) == 20 * 16 - 100
+        assert torch.equal(out_image[:, ~inside], torch.zeros(3, 20 * 16 - 100))
 
 
 @needs_torchvision
@@ -354,7 +364,7 @@ def test_transforms_output_types_and_shapes():
     image = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8)
     mask = torch.randint(0, 5, (37, 53)) * 50  # gaps between labels expose any interpolation
     outputs = {
-        "train": (train_transforms((32, 48), MEAN, STD, ignore_index=255)(image, mask), (32, 48)),
+        "train": (train_transforms((32, 48), MEAN, STD)(image, mask), (32, 48)),
         "eval": (eval_transforms(MEAN, STD)(image, mask), (37, 53)),
         "eval_resized": (eval_transforms(MEAN, STD, size=(20, 30), resize_mask=True)(image, mask), (20, 30)),
     }
@@ -402,7 +412,7 @@ def test_denormalize_clamps_and_checks_input():
 @needs_torchvision
 def test_transforms_pickle_for_dataloader_workers():
     image, mask = _blocky_pair(torch.Generator().manual_seed(0))
-    transform = train_transforms((64, 64), MEAN, STD, ignore_index=255)
+    transform = train_transforms((64, 64), MEAN, STD)
     copy = pickle.loads(pickle.dumps(transform))
     torch.manual_seed(5)
     expected = transform(image, mask)
@@ -587,22 +597,21 @@ def test_synthetic_class_textures_mark_only_the_shapes_with_their_class_pattern(
     h=st.integers(1, 12),
     w=st.integers(1, 12),
     crop=st.tuples(st.integers(1, 14), st.integers(1, 14)),
-    ignore=st.sampled_from([None, 255]),
     seed=st.integers(0, 2**31),
 )
-def test_train_transforms_move_image_and_mask_together_and_invent_nothing(h, w, crop, ignore, seed):
+def test_train_transforms_move_image_and_mask_together_and_invent_nothing(h, w, crop, seed):
     """Without rescaling, every output (pixel, label) pair is an input pair or padding: the crop and
     flip move both alike, no label is invented, and denormalize undoes the normalisation exactly."""
     generator = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
     mask = torch.randint(0, 4, (h, w), generator=generator)
     torch.manual_seed(seed)  # the transforms draw from the global generator
-    out_image, out_mask = train_transforms(crop, tuple(MEAN), tuple(STD), ignore_index=ignore, scale=(1.0, 1.0))(image, mask)
+    out_image, out_mask = train_transforms(crop, tuple(MEAN), tuple(STD), scale=(1.0, 1.0))(image, mask)
     assert out_image.shape == (3, *crop) and out_mask.shape == crop
     assert (out_image.dtype, out_mask.dtype) == (torch.float32, torch.int64)
     pixels = denormalize(out_image, MEAN, STD)
     pairs = lambda img, labels: set(zip(map(tuple, img.flatten(1).T.tolist()), labels.flatten().tolist()))  # noqa: E731
-    padding = {((0, 0, 0), 0 if ignore is None else ignore)}
+    padding = {((0, 0, 0), PAD_LABEL)}
     assert pairs(pixels, out_mask) <= pairs(image, mask) | padding
 
 

@@ -87,9 +87,11 @@ def test_weights_backbone_decimates_the_imagenet_fc_layers():
     assert model.fc6.weight.is_contiguous()
 
 
-def test_weights_backbone_with_other_in_channels_is_refused_before_loading():
-    with pytest.raises(ValueError, match="in_channels=3"):
-        DeepLabLargeFOV(21, in_channels=4, weights_backbone="DEFAULT")
+def test_weights_backbone_on_a_one_channel_model_sums_the_rgb_filters():
+    state = random_state_dict(False, seed=5)
+    model = DeepLabLargeFOV(21, in_channels=1, batch_norm=False, weights_backbone=state)
+    first = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    torch.testing.assert_close(first.weight, state["features.0.weight"].sum(1, keepdim=True))
 
 
 def test_exported_program_matches_eager(model_cache):

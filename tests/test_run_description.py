@@ -172,3 +172,35 @@ def test_from_metadata_converts_a_segzoo_0_1_checkpoint():
     assert (bare.class_names, list(bare.colours), bare.ignore_index, bare.data) == (("0", "1", "2", "3"), VOC_COLOURS, None, DataConfig())
     assert (bare.mean, bare.std) == (tuple(model.mean), tuple(model.std))
 
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        {"label_map": segzoo.data.LabelMap.named("cityscapes")},
+        {"label_map": segzoo.data.LabelMap.from_mapping({0: 0, 128: None, 255: 1})},
+        {"colour_table": segzoo.data.ColourTable.named("camvid", unknown_colours="ignore")},
+    ],
+)
+def test_mask_encodings_survive_weights_only_files_and_json(tmp_path, encoding):
+    import json
+
+    run = replace(RUN, **encoding)
+    torch.save({"run": run.to_dict()}, tmp_path / "run.pt")
+    assert RunDescription.from_dict(torch.load(tmp_path / "run.pt", weights_only=True)["run"]) == run
+    assert RunDescription.from_dict(json.loads(json.dumps(run.to_dict()))) == run  # config.json of save_pretrained
+
+
+def test_descriptions_saved_before_the_mask_encoding_load_with_none():
+    old = {k: v for k, v in RUN.to_dict().items() if k not in ("label_map", "colour_table")}
+    run = RunDescription.from_dict(old)
+    assert run.label_map is None and run.colour_table is None and run == RUN
+
+
+def test_for_model_reads_the_datasets_label_map(tmp_path):
+    _png(tmp_path / "images" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    _png(tmp_path / "masks" / "a.png", np.full((4, 4), 255, np.uint8))
+    binary = segzoo.data.LabelMap.from_mapping({0: 0, 255: 1})
+    dataset = SegmentationFolder(tmp_path / "images", tmp_path / "masks", label_map=binary)
+    run = RunDescription.for_model(segzoo.SegNetBasic(2), segzoo.data.InMemoryDataset(dataset))
+    assert run.label_map == binary and run.colour_table is None

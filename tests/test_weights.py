@@ -15,12 +15,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from support.tv_layout import VGG16_BN_FILE, VGG16_FILE, assert_encoder_matches, file_name, meta_model, random_state_dict
+from support.tv_layout import (
+    VGG16_BN_FILE,
+    VGG16_FILE,
+    assert_encoder_matches,
+    conv_bn_indices,
+    conv_bn_modules,
+    file_name,
+    meta_model,
+    random_state_dict,
+)
 from torch import nn
 
 from segzoo import FCN8s, SegNet
 from segzoo.models.vgg import VGGEncoder
-from segzoo.models.weights import WeightsEntry, backbone_entry, load_vgg_backbone, resolve_backbone_weights
+from segzoo.models.weights import WeightsEntry, adapt_first_conv, backbone_entry, load_vgg_backbone, resolve_backbone_weights
 
 torch.set_num_threads(2)
 
@@ -255,10 +264,39 @@ def test_none_means_no_weights():
     assert resolve_backbone_weights(None, batch_norm=True) is None
 
 
-def test_in_channels_4_with_weights_is_rejected(features_bn):
-    """ImageNet weights on a 4-channel model are a ValueError saying they need in_channels=3."""
-    with pytest.raises(ValueError, match="in_channels=3"):
-        SegNet(num_classes=11, in_channels=4, weights_backbone=features_bn)
+def test_one_channel_model_adapts_the_rgb_filters_to_give_the_rgb_answer_on_grey(features_bn):
+    """in_channels=1: the first conv is the sum of the RGB filters, so on a grey image it gives what
+    the checkpoint's RGB conv gives on that image replicated to three channels; the rest is as loaded."""
+    model = SegNet(num_classes=11, in_channels=1, weights_backbone=features_bn)
+    first = conv_bn_modules(model.encoder)[0][0]
+    reference = meta_model(batch_norm=True, classifier=False).features[0].to_empty(device="cpu")
+    reference.load_state_dict({"weight": features_bn["features.0.weight"], "bias": features_bn["features.0.bias"]})
+    grey = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(first(grey), reference(grey.expand(-1, 3, -1, -1)), rtol=1e-5, atol=1e-5)
+    assert first.weight.shape == (64, 1, 3, 3)
+    rest = {k: v for k, v in features_bn.items() if k != "features.0.weight"}
+    for (conv, bn), (ci, bi) in zip(conv_bn_modules(model.encoder)[1:], conv_bn_indices(batch_norm=True)[1:]):
+        assert torch.equal(conv.weight, rest[f"features.{ci}.weight"]) and torch.equal(bn.running_var, rest[f"features.{bi}.running_var"])
+    assert model.mean == (pytest.approx((0.485 + 0.456 + 0.406) / 3),) and model.std == (pytest.approx((0.229 + 0.224 + 0.225) / 3),)
+
+
+@pytest.mark.parametrize("in_channels", [2, 4, 5, 7])
+def test_other_channel_counts_repeat_rgb_cyclically_scaled_by_3_over_n(features_bn, in_channels):
+    """N channels: filter channel c is the RGB filter c % 3 times 3 / N (timm's adapt_input_conv), and
+    the input statistics repeat the same way."""
+    model = SegNet(num_classes=11, in_channels=in_channels, weights_backbone=features_bn)
+    weight = conv_bn_modules(model.encoder)[0][0].weight
+    rgb = features_bn["features.0.weight"]
+    for c in range(in_channels):
+        torch.testing.assert_close(weight[:, c], rgb[:, c % 3] * 3 / in_channels)
+    assert model.mean == tuple((0.485, 0.456, 0.406)[c % 3] for c in range(in_channels))
+
+
+def test_adapt_first_conv_argument_errors():
+    with pytest.raises(ValueError, match=r"RGB conv filters \(out, 3, kh, kw\)"):
+        adapt_first_conv(torch.zeros(64, 4, 3, 3), 1)
+    with pytest.raises(ValueError, match="in_channels must be an int >= 1"):
+        adapt_first_conv(torch.zeros(64, 3, 3, 3), 0)
 
 
 def test_checkpoint_that_does_not_fit_loads_nothing(features_bn):
@@ -319,9 +357,10 @@ def test_entries_match_torchvision_meta(batch_norm):
     assert list(entry.mean) == list(transforms.mean) and list(entry.std) == list(transforms.std)
 
 
-@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1"])
-def test_in_channels_is_checked_before_any_download(weights):
-    """A 4-channel model asking for published weights fails at once, without touching the network
-    (the autouse guard fails the test if a download is attempted)."""
-    with pytest.raises(ValueError, match="in_channels=3"):
-        SegNet(num_classes=11, in_channels=4, weights_backbone=weights)
+def test_one_channel_model_loads_the_published_rgb_file_offline(checkpoint, hub_home, monkeypatch):
+    """A grayscale model asking for "DEFAULT" reads the cached RGB file (no download) and adapts it."""
+    batch_norm, state = checkpoint
+    monkeypatch.setenv("TORCH_HOME", str(hub_home))
+    model = SegNet(num_classes=3, in_channels=1, batch_norm=batch_norm, weights_backbone="DEFAULT", progress=False)
+    first = conv_bn_modules(model.encoder)[0][0]
+    torch.testing.assert_close(first.weight, state["features.0.weight"].sum(1, keepdim=True))

@@ -16,6 +16,7 @@ import torch
 
 from . import __version__
 from ._checks import check_device
+from .cli_data import add_mask_arguments, mask_encoding
 from .data import LAYOUTS, DataConfig, layout_classes, open_splits
 from .export import export_onnx, export_program, save_program
 from .inference import InferenceOptions, predict_files
@@ -92,8 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=list_models(), help="required unless the recipe names one")
     train.add_argument("--data", required=True, help="dataset root folder")
     train.add_argument("--layout", choices=LAYOUTS, default="folder",
-                       help="camvid: DATA/{train,trainannot,val,valannot}; folder: DATA/{train,val}/{images,masks} (default: %(default)s)")
-    train.add_argument("--num-classes", type=_positive, help="number of classes (folder layout)")
+                       help="folder: DATA/{train,val}/{images,masks} or DATA/{images,masks} + DATA/splits/{train,val}.txt; "
+                            "camvid, voc, cityscapes, ade20k: those datasets as published (default: %(default)s)")
+    add_mask_arguments(train)
+    train.add_argument("--num-classes", type=_positive, help="number of classes (folder layout; default: from --palette/--label-map)")
     train.add_argument("--ignore-index", type=int, help="mask label to ignore (folder layout)")
     train.add_argument("--out", default="segzoo-run", help="output folder for checkpoints and pictures (default: %(default)s)")
     train.add_argument("--weights-backbone", help="DEFAULT / IMAGENET1K_V1 or a torchvision-layout checkpoint file (not for segnet_basic)")
@@ -300,7 +303,8 @@ def _train(args: argparse.Namespace) -> None:
         check_writable_folder(tensorboard, "TensorBoard folder (--tensorboard)")
     if args.device is not None:
         check_device(args.device, "--device")
-    num_classes, _ = layout_classes(args.layout, args.num_classes, args.ignore_index)
+    encoding = mask_encoding(args)
+    num_classes, _ = layout_classes(args.layout, args.num_classes, args.ignore_index, **encoding)
     config = TrainConfig(
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
@@ -326,7 +330,7 @@ def _train(args: argparse.Namespace) -> None:
     model = get_model(args.model, **kwargs)
     if args.init_from:
         load_weights(model, args.init_from, reinit_head=args.reinit_head)
-    train_set, val_set = open_splits(args.data, args.layout, num_classes=args.num_classes, ignore_index=args.ignore_index)
+    train_set, val_set = open_splits(args.data, args.layout, num_classes=num_classes, ignore_index=args.ignore_index, **encoding)
     with distributed.process_group(args.device) as device:
         result = train(
             model, train_set, val_set, args.out, config, data,

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 #: attributes of the wrapped dataset that travel with the cache (run descriptions, class weights)
-DESCRIBING = ("num_classes", "ignore_index", "class_names", "palette", "layout", "root", "split")
+DESCRIBING = ("num_classes", "ignore_index", "class_names", "palette", "layout", "root", "split", "label_map", "colour_table")
 MEMORY_FRACTION = 0.5
 _MEMINFO = Path("/proc/meminfo")
 _CGROUP = Path("/sys/fs/cgroup")

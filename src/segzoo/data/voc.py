@@ -8,7 +8,8 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .folder import PairTransform, image_to_tensor, mask_to_tensor
+from .pairs import PairTransform, image_to_tensor, mask_to_tensor
+from .palettes import VOC_CLASSES
 from .palettes import palette as voc_palette
 
 
@@ -28,10 +29,7 @@ class VOCSegmentation(Dataset[tuple[Tensor, Tensor]]):
     ignore_index = 255
     layout = "voc"
     palette = voc_palette(21)
-    class_names = (
-        "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-    )  # fmt: skip
+    class_names = VOC_CLASSES
 
     def __init__(
         self,

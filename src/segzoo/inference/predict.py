@@ -7,15 +7,19 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
 
 from .. import viz
 from .._checks import check_device
-from ..data.folder import image_to_tensor
-from ..io.atomic import check_writable_folder
+from ..data.pairs import image_to_tensor
+from ..io.atomic import atomic_write, check_writable_folder
 from ..io.checkpoint import load_run
+from ..io.images import to_channels
+from ..io.run_description import RunDescription
 from .mc_dropout import normalised
 from .pipeline import InferenceOptions, infer
 
@@ -29,8 +33,8 @@ def predict_files(
     seed: int = 0,
     options: InferenceOptions | None = None,
 ) -> list[Path]:
-    """For each image write ``<name>_mask.png`` (palette PNG whose pixels are class indices) and
-    ``<name>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits
+    """For each image write ``<name>_mask.png`` in the training masks' own format (see
+    :func:`write_mask`) and ``<name>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits
     upsampled bilinearly back to the image's size before the argmax (as when scored), the heat maps
     likewise. ``<name>`` is the image's stem, made unique where inputs share one (see
     :func:`output_names`). ``out_dir`` and ``device`` are checked, and a checkpoint with non-finite
@@ -67,20 +71,43 @@ def predict_files(
                 image = image_to_tensor(file)
         except (OSError, SyntaxError, ValueError) as error:  # ValueError: a mode segzoo refuses (io.images)
             raise ValueError(f"cannot read image {path}: {error}") from error
-        resized = image
+        resized = to_channels(image, model.in_channels)  # grayscale for a 1-channel model
         if eval_size:
-            resized = F.interpolate(image[None].float(), size=tuple(eval_size), mode="bilinear", antialias=True)
+            resized = F.interpolate(resized[None].float(), size=tuple(eval_size), mode="bilinear", antialias=True)
             resized = resized.round().clamp(0, 255).to(torch.uint8)[0]
         # as when scored: logits (or log-probabilities) upsampled bilinearly to the image's own size
         result = infer(model, resized, settings, output_size=tuple(image.shape[-2:]))
         maps = {"entropy": result.entropy, "mutual_information": result.mutual_information} if mc_samples else {}
         labels = result.labels[0].cpu()
-        written.append(viz.save_mask_png(out / f"{name}_mask.png", labels, colours))
+        written.append(write_mask(out / f"{name}_mask.png", labels, run))
         written.append(viz.save_png(out / f"{name}_overlay.png", viz.overlay(image, labels, colours)))
         for kind, values in maps.items():
             heat = viz.heatmap(normalised(values[0].float().cpu(), model.num_classes))
             written.append(viz.save_png(out / f"{name}_{kind}.png", heat))
     return written
+
+
+def write_mask(path: str | os.PathLike, labels: Tensor, run: RunDescription) -> Path:
+    """Write predicted class indices (H, W) as the run's training masks stored them (atomically):
+
+    * colour masks (``run.colour_table``): an RGB PNG in the table's colours;
+    * a label map (``run.label_map``): a grayscale PNG of the file values, 8-bit (mode ``L``) when
+      they fit, else 16-bit; each class as its canonical file value (the smallest mapping to it,
+      see :mod:`segzoo.data.labelmaps`), so ``{0: 0, 255: 1}`` writes 0/255 masks and Cityscapes
+      writes labelIds;
+    * otherwise a palette PNG whose pixel values are the class indices (shown in the class colours).
+    """
+    array = labels.cpu().numpy()
+    if run.colour_table is not None:
+        picture = Image.fromarray(run.colour_table.encode(array, run.ignore_index))
+    elif run.label_map is not None:
+        values = run.label_map.encode(array, run.ignore_index)
+        picture = Image.fromarray(values.astype(np.uint8 if values.max(initial=0) <= 255 else np.uint16))
+    else:
+        return viz.save_mask_png(path, labels, run.palette)
+    with atomic_write(path) as file:
+        picture.save(file, format="PNG")
+    return Path(path)
 
 
 def output_names(images: list[str | os.PathLike]) -> list[str]:

@@ -8,13 +8,20 @@
   255. 32-bit integer images (mode ``I``, as some readers give 16-bit files) are taken as 16-bit
   when every value lies in 0..65535 and refused otherwise; floating-point images (mode ``F``) are
   refused: neither has a defined range to scale from. Refusals are a ``ValueError`` naming the mode.
-* Every other mode (``L``, ``P``, ``RGBA``, ``CMYK``, ``1``, ...) is converted to RGB by PIL.
+* Every other mode is converted to RGB by PIL: grayscale (``L``, ``1``) is replicated into the
+  three channels, the alpha channel of ``RGBA`` / ``LA`` / ``PA`` is dropped (the colours are kept
+  as stored, not blended onto a background), ``P`` is looked up in its palette, ``CMYK`` converted.
+* **Channels for the model**: datasets and ``predict`` read RGB; :func:`to_channels` then gives a
+  model with ``in_channels=1`` the luma of it (ITU-R 601-2, exactly PIL's ``convert("L")``, so a
+  grayscale file comes back unchanged).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+from torch import Tensor
 
 #: the EXIF tag of the orientation, and the orientations that swap width and height
 ORIENTATION_TAG = 0x0112
@@ -59,3 +66,24 @@ def rgb_array(image: Image.Image) -> np.ndarray:
         scaled = np.rint(np.asarray(image) / 257).astype(np.uint8)  # 0..65535 onto 0..255
         return np.repeat(scaled[..., None], 3, axis=-1)
     return np.asarray(image.convert("RGB"))
+
+
+# PIL's fixed-point luma weights (ITU-R 601-2: 0.299, 0.587, 0.114 scaled by 2**16; they sum to 2**16)
+_LUMA = (19595, 38470, 7471)
+
+
+def to_channels(image: Tensor, channels: int) -> Tensor:
+    """A uint8 RGB image (..., 3, H, W) as ``channels`` channels: itself for 3, its luma
+    (``(19595 R + 38470 G + 7471 B + 2**15) >> 16``, PIL's ``convert("L")``) for 1. Other counts
+    are a ``ValueError``: image files hold RGB or grey, so such models need a dataset of their own."""
+    if image.dtype != torch.uint8 or image.dim() < 3 or image.shape[-3] != 3:
+        raise ValueError(f"expected a uint8 RGB image (..., 3, H, W), got {image.dtype} {tuple(image.shape)}")
+    if channels == 3:
+        return image
+    if channels == 1:
+        r, g, b = image.to(torch.int32).unbind(-3)
+        return ((_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b + (1 << 15)) >> 16).to(torch.uint8).unsqueeze(-3)
+    raise ValueError(
+        f"image files give RGB (3 channels) or grayscale (1), not {channels} channels; a model with "
+        f"in_channels={channels} needs a dataset that produces them"
+    )

@@ -1,7 +1,8 @@
 """The typed description of a training run that travels in every checkpoint beside its weights.
 
 A :class:`RunDescription` holds what prediction needs (class names, colours, input mean/std, the
-ignore label) and how the data was fed (:class:`~segzoo.data.DataConfig`: crop, scale, eval
+ignore label, how the mask files stored classes, so that predicted masks are written the same way)
+and how the data was fed (:class:`~segzoo.data.DataConfig`: crop, scale, eval
 size, class weighting; the dataset layout). It is saved as plain values, so checkpoints stay
 readable with ``torch.load(weights_only=True)``, and rebuilt (and checked) by :meth:`from_dict`.
 """
@@ -15,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..data.colour_tables import ColourTable
 from ..data.config import DataConfig
+from ..data.labelmaps import LabelMap
 from ..data.palettes import CAMVID_PALETTE, palette
 
 
@@ -28,6 +31,9 @@ class RunDescription:
     (``"camvid"``, ``"folder"``, ... or ``None`` for a dataset given in Python). ``recipe``: the
     resolved recipe of a ``segzoo train`` run (``name``, ``description``, every option's
     ``options`` value and the ``overrides`` given as flags; see :mod:`segzoo.recipes`), or ``None``.
+    ``label_map`` / ``colour_table``: how the training masks stored classes (file values or RGB
+    colours; ``None``: class indices as they are), inverted by ``segzoo predict`` to write masks
+    the same way. Checkpoints written before these fields existed load with ``None``.
     """
 
     class_names: tuple[str, ...]
@@ -38,6 +44,8 @@ class RunDescription:
     layout: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     recipe: dict[str, Any] | None = None
+    label_map: LabelMap | None = None
+    colour_table: ColourTable | None = None
 
     def __post_init__(self) -> None:
         names = tuple(str(name) for name in self.class_names)
@@ -54,6 +62,12 @@ class RunDescription:
             raise TypeError(f"data must be a DataConfig, got {type(self.data).__name__}")
         if self.recipe is not None and not isinstance(self.recipe, Mapping):
             raise TypeError(f"recipe must be a mapping or None, got {type(self.recipe).__name__}")
+        if self.label_map is not None and not isinstance(self.label_map, LabelMap):
+            raise TypeError(f"label_map must be a LabelMap or None, got {type(self.label_map).__name__}")
+        if self.colour_table is not None and not isinstance(self.colour_table, ColourTable):
+            raise TypeError(f"colour_table must be a ColourTable or None, got {type(self.colour_table).__name__}")
+        if self.label_map is not None and self.colour_table is not None:
+            raise ValueError("a run's masks store classes through a label map or a colour table, not both")
         object.__setattr__(self, "class_names", names)
         object.__setattr__(self, "colours", colours)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -70,7 +84,10 @@ class RunDescription:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, numbers, strings), as stored in checkpoints."""
-        return asdict(self)
+        values = asdict(self)
+        values["label_map"] = self.label_map.to_dict() if self.label_map is not None else None
+        values["colour_table"] = self.colour_table.to_dict() if self.colour_table is not None else None
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the run description") -> RunDescription:
@@ -84,8 +101,12 @@ class RunDescription:
         values = dict(values)
         try:
             values["data"] = DataConfig.from_dict(values.get("data", {}))
+            if values.get("label_map") is not None:
+                values["label_map"] = LabelMap.from_dict(values["label_map"])
+            if values.get("colour_table") is not None:
+                values["colour_table"] = ColourTable.from_dict(values["colour_table"])
             return cls(**values)
-        except TypeError as error:
+        except (TypeError, KeyError) as error:
             raise ValueError(f"{source} is not a valid run description: {error}") from error
 
     @classmethod
@@ -93,8 +114,8 @@ class RunDescription:
         cls, model: Any, dataset: Any = None, data: DataConfig | None = None, layout: str | None = None
     ) -> RunDescription:
         """The description of ``model`` trained on ``dataset``: the dataset's class names, colours
-        (its ``palette``), ignore label and layout where it has them, otherwise class indices as
-        names and the PASCAL VOC colour map; the model's mean/std."""
+        (its ``palette``), ignore label, layout, label map and colour table where it has them,
+        otherwise class indices as names and the PASCAL VOC colour map; the model's mean/std."""
         num_classes = model.num_classes
         names = getattr(dataset, "class_names", None) or [str(i) for i in range(num_classes)]
         colours = getattr(dataset, "palette", None)
@@ -107,6 +128,8 @@ class RunDescription:
             ignore_index=getattr(dataset, "ignore_index", None),
             layout=layout if layout is not None else getattr(dataset, "layout", None),
             data=data or DataConfig(),
+            label_map=getattr(dataset, "label_map", None),
+            colour_table=getattr(dataset, "colour_table", None),
         )
 
     @classmethod

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .weights import VGG16_BN_IMAGENET1K_V1
+from .weights import VGG16_BN_IMAGENET1K_V1, channel_statistics
 
 
 class SegmentationModel(nn.Module):
@@ -24,9 +24,6 @@ class SegmentationModel(nn.Module):
     """
 
     encoder: nn.Module
-    #: input normalisation expected by ``predict`` (that of the ImageNet encoder weights)
-    mean: tuple[float, float, float] = VGG16_BN_IMAGENET1K_V1.mean
-    std: tuple[float, float, float] = VGG16_BN_IMAGENET1K_V1.std
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,6 +36,18 @@ class SegmentationModel(nn.Module):
     @property
     def in_channels(self) -> int:
         return self.encoder.in_channels
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Input normalisation expected by ``predict`` and the transforms, one value per input
+        channel: the ImageNet encoder weights' (R, G, B) values, or their average for a 1-channel
+        model (see :func:`segzoo.models.weights.channel_statistics`)."""
+        return channel_statistics(VGG16_BN_IMAGENET1K_V1.mean, self.in_channels)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """See :attr:`mean`."""
+        return channel_statistics(VGG16_BN_IMAGENET1K_V1.std, self.in_channels)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -72,7 +81,8 @@ class SegmentationModel(nn.Module):
         (N, 3, H, W), uint8 arrays (H, W, 3) / (N, H, W, 3), or an already normalised float batch (any
         float dtype, converted to the model's). uint8 input is scaled to [0, 1] and normalised with
         ``mean``/``std``; PIL images are read as shown (EXIF orientation applied, 16-bit scaled to
-        8 bits; see :mod:`segzoo.io.images`) and converted to RGB first. With
+        8 bits; see :mod:`segzoo.io.images`) and converted to RGB first (to grayscale for a model
+        with ``in_channels=1``). With
         ``return_probabilities``, softmax probabilities (N, C, H, W) instead. Runs in eval mode and
         restores the previous mode afterwards. Non-finite logits (non-finite weights or input) are
         a ``ValueError`` naming the images, never labels."""
@@ -100,7 +110,7 @@ class SegmentationModel(nn.Module):
         if isinstance(images, Sequence) and not isinstance(images, (Tensor, np.ndarray)):
             if len(images) == 0:
                 raise ValueError("expected at least one image, got an empty sequence")
-            tensors = [_to_tensor(image) for image in images]
+            tensors = [_to_tensor(image, self.in_channels) for image in images]
             kinds = sorted({f"{tuple(t.shape)} {t.dtype}" for t in tensors})
             if any(t.dim() != 3 for t in tensors):
                 raise ValueError(f"a sequence must hold single images ((C, H, W) tensors, (H, W, C) arrays), got {kinds}")
@@ -108,7 +118,7 @@ class SegmentationModel(nn.Module):
                 raise ValueError(f"images in one call must share a size and dtype, got {kinds}")
             batch = torch.stack(tensors)
         else:
-            batch = _to_tensor(images)
+            batch = _to_tensor(images, self.in_channels)
             if batch.dim() == 3:
                 batch = batch.unsqueeze(0)
         if batch.is_floating_point():
@@ -128,8 +138,9 @@ class SegmentationModel(nn.Module):
         return ((batch.to(weight.device, work) / 255 - mean) / std).to(weight.dtype)
 
 
-def _to_tensor(image: Any) -> Tensor:
-    """Tensors are taken as CHW; numpy arrays and PIL images as HWC, as PIL and OpenCV produce them."""
+def _to_tensor(image: Any, channels: int = 3) -> Tensor:
+    """Tensors are taken as CHW; numpy arrays and PIL images as HWC, as PIL and OpenCV produce them.
+    PIL images are read as RGB, or grayscale (luma) for a model with ``channels=1``."""
     if isinstance(image, Tensor):
         return image
     if not isinstance(image, np.ndarray):
@@ -137,9 +148,10 @@ def _to_tensor(image: Any) -> Tensor:
 
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, a numpy array or a tensor, got {type(image).__name__}")
-        from ..io.images import rgb_array
+        from ..io.images import rgb_array, to_channels
 
-        image = rgb_array(image)  # as shown: EXIF orientation, 16-bit scaled to 8 bits
+        rgb = torch.from_numpy(np.array(np.moveaxis(rgb_array(image), -1, -3), order="C"))  # as shown: EXIF, 16-bit
+        return to_channels(rgb, 1) if channels == 1 else rgb
     if image.ndim not in (3, 4):
         raise ValueError(f"expected an HWC image or NHWC batch array, got shape {image.shape}")
     # a copy: the tensor must not share (possibly read-only) memory with the caller's array

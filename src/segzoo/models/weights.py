@@ -2,6 +2,10 @@
 
 Network access happens only when a user asks for pretrained weights, and only through the
 torch.hub cache: a file already at ``$TORCH_HOME/hub/checkpoints/<file name>`` is used offline.
+
+A model with ``in_channels != 3`` still starts from the RGB weights: its first conv is adapted
+as timm and segmentation_models_pytorch do (:func:`adapt_first_conv`), and its input mean/std
+follow the same rule (:func:`channel_statistics`).
 """
 
 from __future__ import annotations
@@ -148,9 +152,43 @@ def load_vgg_backbone(
     """
     if weights is None:
         return
-    in_channels = target["encoder"].in_channels
-    if in_channels != 3:  # checked before resolving, so a wrong configuration never downloads
-        raise ValueError(f"ImageNet weights expect in_channels=3, the model was built with in_channels={in_channels}")
     state = resolve_backbone_weights(weights, batch_norm, progress)
+    in_channels = target["encoder"].in_channels
+    if in_channels != 3 and isinstance(state.get(_FIRST_CONV), Tensor):
+        state = {**state, _FIRST_CONV: adapt_first_conv(state[_FIRST_CONV], in_channels)}
     converted = from_torchvision(state, batch_norm, with_fc="fc6" in target)
     load_exact(target, adapt(converted) if adapt else converted, "weights_backbone")
+
+
+# the first conv's weight in torchvision's VGG layout (with and without BN)
+_FIRST_CONV = "features.0.weight"
+
+
+def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """RGB filters ``(out, 3, kh, kw)`` adapted to ``in_channels`` inputs, as timm's
+    ``adapt_input_conv`` and segmentation_models_pytorch do it:
+
+    * 1: the sum over R, G, B, so a grey image gives exactly the response of the RGB filters to
+      that image replicated into three channels;
+    * 3: unchanged;
+    * any other N: the RGB filters repeated cyclically (R, G, B, R, G, ...) to N channels and
+      scaled by 3 / N, which keeps the response to an input whose channels are all equal.
+    """
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise ValueError(f"expected RGB conv filters (out, 3, kh, kw), got shape {tuple(weight.shape)}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be an int >= 1, got {in_channels!r}")
+    if in_channels == 3:
+        return weight
+    if in_channels == 1:
+        return weight.sum(1, keepdim=True)
+    repeats = -(-in_channels // 3)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (3 / in_channels)
+
+
+def channel_statistics(values: tuple[float, float, float], in_channels: int) -> tuple[float, ...]:
+    """Per-channel input statistics (mean or std) for ``in_channels``, by :func:`adapt_first_conv`'s
+    rule: 1 -> the average of the three RGB values, 3 -> as they are, N -> repeated cyclically."""
+    if in_channels == 1:
+        return (sum(values) / 3,)
+    return tuple(values[i % 3] for i in range(in_channels))

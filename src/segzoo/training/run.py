@@ -99,7 +99,7 @@ def train(
         val_set = InMemoryDataset(val_set, name="validation split")
     weights = median_frequency_weights(train_set, train_set.num_classes, ignore_index) if data.class_weights == "median" else None
     if data.crop_size is not None:
-        train_set.transforms = train_transforms(data.crop_size, model.mean, model.std, ignore_index, scale=data.train_scale)
+        train_set.transforms = train_transforms(data.crop_size, model.mean, model.std, scale=data.train_scale)
     else:
         # the loss needs labels at the logits' size: whole images and labels resized together
         train_set.transforms = eval_transforms(model.mean, model.std, data.eval_size, resize_mask=True)
