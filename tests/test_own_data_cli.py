@@ -69,10 +69,13 @@ def colour_folder(root: Path) -> None:
 def test_binary_walkthrough(tmp_path, capsys):
     data, run, masks = tmp_path / "data", tmp_path / "run", tmp_path / "masks"
     binary_folder(data)
-    assert main(["train", "--data", str(data), "--label-map", '{"0": 0, "255": 1}', "--out", str(run), *FAST]) == 0
+    assert main(["train", "--data", str(data), "--label-map", '{"0": 0, "255": 1}', "--loss", "ce+dice", "--out", str(run), *FAST]) == 0
     assert "mIoU" in capsys.readouterr().out
     model, description = segzoo.load_run(run / "best.pt")
     assert model.num_classes == 2 and description.label_map.pairs == ((0, 0), (255, 1))
+    # evaluate reads the 0/255 masks with the label map the checkpoint stored
+    assert main(["evaluate", str(run / "best.pt"), "--data", str(data)]) == 0
+    assert "fg IoU" in capsys.readouterr().out
     assert main(["predict", str(run / "best.pt"), str(data / "val" / "images" / "photo0.jpg"), "--out", str(masks)]) == 0
     written = Image.open(masks / "photo0_mask.png")
     assert written.mode == "L" and set(np.unique(np.asarray(written)).tolist()) <= {0, 255}  # the user's 0/255 again
@@ -86,6 +89,8 @@ def test_colour_mask_walkthrough(tmp_path):
     assert main(["train", "--data", str(data), "--palette", str(tmp_path / "palette.json"), "--out", str(run), *FAST]) == 0
     _, description = segzoo.load_run(run / "best.pt")
     assert description.class_names == ("background", "road", "car") and description.ignore_index == 255
+    assert main(["evaluate", str(run / "best.pt"), "--data", str(data)]) == 0  # colour masks read with the stored table
+    assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--palette", "camvid"]) == 2  # not these colours
     assert main(["predict", str(run / "best.pt"), str(data / "val" / "images" / "street0.png"), "--out", str(masks)]) == 0
     written = Image.open(masks / "street0_mask.png")
     assert written.mode == "RGB"

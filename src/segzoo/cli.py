@@ -155,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--layout", choices=LAYOUTS, default="folder")
     evaluate.add_argument("--split", default="val")
+    add_mask_arguments(evaluate)
     evaluate.add_argument("--out", help="also write predictions.png and confusion_matrix.png here")
     evaluate.add_argument("--batch-size", type=_positive, default=8)
     evaluate.add_argument("--device")
@@ -345,7 +346,8 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     scores, run, files = evaluate_checkpoint(
-        args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device, _inference_options(args)
+        args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device, _inference_options(args),
+        **mask_encoding(args),
     )
     print(scores.table(run.class_names))
     _print_files(files)

@@ -21,7 +21,7 @@ from torch.utils.data import DistributedSampler
 
 from .. import viz
 from .._checks import check_device
-from ..data import denormalize, eval_transforms
+from ..data import ColourTable, LabelMap, denormalize, eval_transforms
 from ..inference.pipeline import InferenceOptions, log_probabilities
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load_run
@@ -250,10 +250,14 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     device: str | None = None,
     options: InferenceOptions | None = None,
+    label_map: LabelMap | None = None,
+    colour_table: ColourTable | None = None,
 ) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
     scores, the checkpoint's run description and the pictures written to ``out_dir``. ``options``:
-    test-time augmentation, tiles or MC dropout (see :func:`evaluate`)."""
+    test-time augmentation, tiles or MC dropout (see :func:`evaluate`). Folder-layout masks are read
+    with ``label_map`` / ``colour_table`` when given, else as the run that trained the checkpoint
+    read them (its stored label map or colour table)."""
     from ..data import layout_classes, open_split
 
     if out_dir is not None:
@@ -261,13 +265,16 @@ def evaluate_checkpoint(
     if device is not None:
         device = check_device(device, "device (--device)")
     model, run = load_run(checkpoint)
+    encoding = {"label_map": label_map, "colour_table": colour_table}
+    if layout == "folder" and label_map is None and colour_table is None:
+        encoding = {"label_map": run.label_map, "colour_table": run.colour_table}
     try:
-        layout_classes(layout, model.num_classes, run.ignore_index)
+        layout_classes(layout, model.num_classes, run.ignore_index, **encoding)
     except ValueError as error:
         raise ValueError(
             f"{checkpoint} ({model.num_classes} classes, ignore label {run.ignore_index}) cannot be scored on the {layout} layout: {error}"
         ) from None
-    dataset = open_split(root, layout, split, model.num_classes, run.ignore_index)
+    dataset = open_split(root, layout, split, model.num_classes, run.ignore_index, **encoding)
     if run.ignore_index is None and dataset.ignore_index is not None:
         run = replace(run, ignore_index=dataset.ignore_index)
     dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
