@@ -3,7 +3,7 @@
 __version__ = "0.2.0"
 
 from .export import export_onnx, export_program, save_program
-from .inference import MCPrediction, fuse_for_inference, mc_predict
+from .inference import MCPrediction, OptimizedModel, fuse_for_inference, mc_predict, optimize
 from .io.checkpoint import load, load_run, load_weights, save_checkpoint
 from .io.pretrained import from_pretrained, push_to_hub
 from .io.run_description import RunDescription
@@ -60,6 +60,7 @@ __all__ = [
     "FCNBasicNoAdditionNoDimReduction",
     "FCNBasicNoDimReduction",
     "MCPrediction",
+    "OptimizedModel",
     "RunDescription",
     "SegNet",
     "SegNetBasic",
@@ -86,6 +87,7 @@ __all__ = [
     "make_stages",
     "mc_predict",
     "median_frequency_weights",
+    "optimize",
     "push_to_hub",
     "save_checkpoint",
     "save_program",

@@ -20,6 +20,7 @@ from .cli_data import add_mask_arguments, mask_encoding
 from .data import LAYOUTS, DataConfig, layout_classes, open_splits
 from .export import export_onnx, export_program, save_program
 from .inference import InferenceOptions, predict_files
+from .inference.optimize import FAST_DTYPES
 from .inference.tiling import BLENDS
 from .io.atomic import check_writable_file, check_writable_folder
 from .io.checkpoint import load, load_weights
@@ -125,12 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing in [0, 1) (default: %(default)s)")
     train.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=False)
     train.add_argument("--encoder-lr-scale", type=float, default=1.0)
-    train.add_argument("--amp", nargs="?", const="on", default="off", choices=AMP_MODES,
+    train.add_argument("--amp", nargs="?", const="on", default="auto", choices=AMP_MODES,
                        help="mixed precision: bare --amp = on (bf16 on CPU, fp16 + scaling on CUDA); auto = bf16 where "
                             "the CPU/GPU has it natively (else fp32 on CPU, fp16 on older GPUs); bf16; fp16 (CUDA) "
                             "(default: %(default)s)")
-    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                       help="channels_last memory format for training (faster convolutions on most CPUs and GPUs)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                       help="channels_last memory format for training (faster convolutions on most CPUs and GPUs; default: on)")
     train.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                        help="decode both splits once and keep them in memory (refused if they would not fit)")
     train.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
@@ -256,6 +257,13 @@ def _inference_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--tta", choices=("flip",), help="test-time augmentation: average with the horizontally mirrored image")
     command.add_argument("--scales", type=float, nargs="+", default=(1.0,), metavar="S",
                          help="test-time augmentation: average over these image scales, e.g. 0.75 1 1.25 (default: 1)")
+    command.add_argument("--fast", nargs="?", const="auto", choices=("auto", *FAST_DTYPES),
+                         help="compiled model (segzoo.optimize): BN folded, channels_last, frozen weights; bare --fast = auto "
+                              "= bf16 where the CPU/GPU has it natively, else fp32; int8 = post-training quantization (x86 CPU, "
+                              "segzoo[int8]); the first run compiles (tens of seconds to minutes)")
+    command.add_argument("--calibration", metavar="DIR",
+                         help="with --fast int8: calibrate on the images in DIR (default: the first few images to predict / "
+                              "of the split)")
 
 
 def _inference_options(args: argparse.Namespace) -> InferenceOptions:
@@ -263,6 +271,13 @@ def _inference_options(args: argparse.Namespace) -> InferenceOptions:
         tile=tuple(args.tile) if args.tile else None, overlap=args.overlap, blend=args.blend, tile_batch=args.tile_batch,
         flip=args.tta == "flip", scales=tuple(args.scales), mc_samples=args.mc, seed=args.seed,
     )  # fmt: skip
+
+
+def _check_fast(args: argparse.Namespace) -> None:
+    if args.calibration is not None and args.fast != "int8":
+        raise ValueError("--calibration is for --fast int8")
+    if args.fast is not None and args.mc:
+        raise ValueError("--mc (Monte Carlo dropout) needs live dropout, which --fast compiles away; drop one of them")
 
 
 def _positive(text: str) -> int:
@@ -345,16 +360,22 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    _check_fast(args)
     scores, run, files = evaluate_checkpoint(
         args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device, _inference_options(args),
-        **mask_encoding(args),
-    )
+        fast=args.fast, calibration=args.calibration, **mask_encoding(args),
+    )  # fmt: skip
     print(scores.table(run.class_names))
     _print_files(files)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    for path in predict_files(args.checkpoint, args.images, args.out, args.device, args.mc, args.seed, _inference_options(args)):
+    _check_fast(args)
+    paths = predict_files(
+        args.checkpoint, args.images, args.out, args.device, args.mc, args.seed, _inference_options(args),
+        fast=args.fast, calibration=args.calibration,
+    )  # fmt: skip
+    for path in paths:
         print(path)
 
 

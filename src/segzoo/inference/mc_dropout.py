@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .optimize import OptimizedModel
+
 
 @dataclass(frozen=True)
 class MCPrediction:
@@ -122,6 +124,8 @@ def mc_predict(
     """
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if isinstance(model, OptimizedModel):
+        raise ValueError("Monte Carlo dropout needs live dropout, which segzoo.optimize compiles away; sample the model it was built from")
     dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     if not dropouts:
         raise ValueError(

@@ -20,7 +20,9 @@ from ..io.atomic import atomic_write, check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.images import to_channels
 from ..io.run_description import RunDescription
+from .calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
 from .mc_dropout import normalised
+from .optimize import fast_dtype, optimize
 from .pipeline import InferenceOptions, infer
 
 
@@ -32,6 +34,8 @@ def predict_files(
     mc_samples: int | None = None,
     seed: int = 0,
     options: InferenceOptions | None = None,
+    fast: str | None = None,
+    calibration: str | os.PathLike | None = None,
 ) -> list[Path]:
     """For each image write ``<name>_mask.png`` in the training masks' own format (see
     :func:`write_mask`) and ``<name>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits
@@ -48,6 +52,11 @@ def predict_files(
     ``options`` adds sliding-window tiles and test-time augmentation (flips, scales) around the
     model or its MC dropout passes (:class:`~segzoo.inference.InferenceOptions`; its own
     ``mc_samples`` and ``seed`` are replaced by the arguments here).
+
+    ``fast`` (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"``; see :func:`~segzoo.inference.optimize.fast_dtype`) predicts with :func:`segzoo.optimize`'s compiled
+    model; int8 calibrates on the images of the ``calibration`` folder, by default on the first
+    :data:`~segzoo.inference.calibration.CALIBRATION_IMAGES` images given. Monte Carlo dropout is
+    refused with it (the optimized model has no live dropout).
     """
     out = check_writable_folder(out_dir, "output folder (--out)")
     device = check_device(device, "device (--device)") if device is not None else "cpu"
@@ -57,6 +66,13 @@ def predict_files(
     if bad:  # its logits would be NaN, and their argmax a mask of class 0
         raise ValueError(f"{checkpoint} holds non-finite weights ({', '.join(bad[:5])}): a diverged run? Nothing was predicted")
     model.eval()
+    if fast is not None:
+        if mc_samples:
+            raise ValueError("Monte Carlo dropout (--mc) needs live dropout, which --fast compiles away; drop one of them")
+        files = calibration_files(calibration) if calibration is not None else list(images)[:CALIBRATION_IMAGES]
+        dtype = fast_dtype(fast, device)
+        batches = calibration_batches(files, model, run.data.eval_size) if dtype == "int8" else None
+        model = optimize(model, dtype, calibration=batches)
     settings = replace(options or InferenceOptions(), mc_samples=mc_samples or None, seed=seed)
     colours = run.palette
     eval_size = run.data.eval_size

@@ -241,6 +241,28 @@ def drawn_samples(model: SegmentationModel, dataset: Any, run: RunDescription, c
     return torch.stack(pictures), torch.stack([mask for _, mask in items]), torch.stack(predictions)
 
 
+def _optimized(
+    model: SegmentationModel, fast: str, dataset: Any, run: RunDescription, device: str | None,
+    calibration: str | os.PathLike | None, options: InferenceOptions | None,
+) -> nn.Module:
+    """``model`` on ``device``, optimized to ``fast``; int8 calibrated on ``calibration``'s images or
+    the split's first few."""
+    from ..inference.calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
+    from ..inference.optimize import fast_dtype, optimize
+
+    if options is not None and options.mc_samples is not None:
+        raise ValueError("Monte Carlo dropout (--mc) needs live dropout, which --fast compiles away; drop one of them")
+    model.to(device or "cpu")
+    dtype, batches = fast_dtype(fast, device or "cpu"), None
+    if dtype == "int8":
+        if calibration is not None:
+            batches = calibration_batches(calibration_files(calibration), model, run.data.eval_size)
+        else:
+            count = min(CALIBRATION_IMAGES, len(dataset))
+            batches = [dataset[i][0][None].to(next(model.parameters()).device) for i in range(count)]
+    return optimize(model, dtype, calibration=batches)
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     root: str | os.PathLike,
@@ -250,14 +272,18 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     device: str | None = None,
     options: InferenceOptions | None = None,
+    fast: str | None = None,
+    calibration: str | os.PathLike | None = None,
     label_map: LabelMap | None = None,
     colour_table: ColourTable | None = None,
 ) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
     scores, the checkpoint's run description and the pictures written to ``out_dir``. ``options``:
-    test-time augmentation, tiles or MC dropout (see :func:`evaluate`). Folder-layout masks are read
-    with ``label_map`` / ``colour_table`` when given, else as the run that trained the checkpoint
-    read them (its stored label map or colour table)."""
+    test-time augmentation, tiles or MC dropout (see :func:`evaluate`). ``fast`` (``"auto"``,
+    ``"fp32"``, ``"bf16"``, ``"int8"``) scores :func:`segzoo.optimize`'s compiled model instead; int8 calibrates
+    on the images of the ``calibration`` folder, by default on the split's first few images.
+    Folder-layout masks are read with ``label_map`` / ``colour_table`` when given, else as the run
+    that trained the checkpoint read them (its stored label map or colour table)."""
     from ..data import layout_classes, open_split
 
     if out_dir is not None:
@@ -278,5 +304,7 @@ def evaluate_checkpoint(
     if run.ignore_index is None and dataset.ignore_index is not None:
         run = replace(run, ignore_index=dataset.ignore_index)
     dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
+    if fast is not None:
+        model = _optimized(model, fast, dataset, run, device, calibration, options)
     scores, files = evaluate_dataset(model, dataset, run, out_dir, batch_size, device=device, options=options)
     return scores, run, files

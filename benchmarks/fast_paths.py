@@ -1,0 +1,180 @@
+"""segzoo's inference fast paths side by side with a plain fp32 eager reference, against the machine's peak.
+
+    python benchmarks/fast_paths.py                                   # SegNet, SegNet-Basic, FCN-8s; 360x480; batch 1 and 8
+    python benchmarks/fast_paths.py --models segnet_basic --batches 1 --size 90 120 --reps 1   # smoke run, seconds (+ compiles)
+    python benchmarks/fast_paths.py --checkpoint run/best.pt --data CAMVID --layout camvid      # + accuracy of every path
+
+Variants: ``reference`` (benchmarks/models.py's plain eager port: conv, separate BN, NCHW, fp32),
+``fused`` (:func:`segzoo.fuse_for_inference`, eager), ``optimize fp32`` / ``optimize bf16`` /
+``optimize int8`` (:func:`segzoo.optimize`; bf16 only where native, int8 needs torchao) and ``onnxruntime``
+(:func:`segzoo.export_onnx`, CPU provider). Every variant's repetitions alternate with the reference's in
+the same loop, so both see the same machine load; the table gives medians. Peaks are measured on the same
+threads: fp32 and bf16 matmul (4096) and a 256-channel 3x3 conv (56x56, batch 8); each variant's TFLOP/s
+(the model's FLOPs from ``FlopCounterMode`` over its median time) is given as a fraction of the conv peak
+of its dtype (int8 against the bf16 peak). Memory: peak bytes of the tensors a forward creates (eager
+variants; compiled graphs and onnxruntime allocate outside PyTorch's dispatcher, so they show "-").
+With ``--checkpoint``/``--data``, every path scores the validation split: mIoU difference from the fp32
+eager model (bound: 0.3 points) and pixel argmax agreement with it (bound: 99.5 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from models import MiB, forward_flops, peak_forward_bytes, reference  # noqa: E402
+
+import segzoo  # noqa: E402
+from segzoo.inference.optimize import native_bf16  # noqa: E402
+
+VARIANTS = ("reference", "fused", "optimize fp32", "optimize bf16", "optimize int8", "onnxruntime")
+
+
+def seconds(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def measured_peaks(reps: int) -> dict[str, float]:
+    """TFLOP/s of a 4096 matmul and a 256-channel 3x3 conv (batch 8, 56x56), fp32 and bf16."""
+    peaks = {}
+    a = torch.randn(4096, 4096)
+    x = torch.randn(8, 256, 56, 56).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last).eval()
+    conv_flops = 2 * 8 * 56 * 56 * 256 * 256 * 9
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if dtype == torch.bfloat16 and not native_bf16("cpu"):
+            continue
+        m, xc, c = a.to(dtype), x.to(dtype), conv.to(dtype)
+        with torch.no_grad():
+            for _ in range(2):
+                m @ m, c(xc)
+            peaks[f"matmul {name}"] = 2 * 4096**3 / min(seconds(lambda: m @ m) for _ in range(reps + 2)) / 1e12
+            peaks[f"conv {name}"] = conv_flops / min(seconds(lambda: c(xc)) for _ in range(reps + 2)) / 1e12
+    return peaks
+
+
+def build_variants(name: str, model: segzoo.SegmentationModel, batch: int, size: tuple[int, int], wanted: list[str]) -> dict[str, Callable]:
+    """Each wanted variant as a callable on a float32 NCHW batch; compiled ones are warmed (compiled) here."""
+    x = torch.randn(batch, 3, *size)
+    out: dict[str, Callable] = {}
+    for variant in wanted:
+        if variant == "reference":
+            out[variant] = reference(name, model.num_classes).eval()  # its own random weights: timed, not scored
+        elif variant == "fused":
+            out[variant] = segzoo.fuse_for_inference(model)
+        elif variant.startswith("optimize"):
+            dtype = variant.split()[1]
+            if dtype == "bf16" and not native_bf16("cpu"):
+                continue
+            calibration = [torch.randn(1, 3, *size) for _ in range(2)] if dtype == "int8" else None
+            out[variant] = segzoo.optimize(model, dtype, calibration=calibration)
+        elif variant == "onnxruntime":
+            import onnxruntime
+
+            path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
+            session = onnxruntime.InferenceSession(str(segzoo.export_onnx(model, path, size)), providers=["CPUExecutionProvider"])
+            out[variant] = lambda images, s=session: torch.from_numpy(s.run(["logits"], {"images": images.numpy()})[0])
+    with torch.no_grad():
+        for run in out.values():
+            run(x)  # compiles the compiled variants at this size
+    return out
+
+
+def time_side_by_side(variants: dict[str, Callable], x: Tensor, reps: int) -> dict[str, float]:
+    """Median seconds per variant; each repetition runs the reference, then every other variant."""
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    with torch.no_grad():
+        for _ in range(reps):
+            for variant, run in variants.items():
+                times[variant].append(seconds(lambda r=run: r(x)))
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], data: str, layout: str) -> dict[str, tuple[float, float]]:
+    """Per variant: (mIoU - fp32 eager mIoU in points, argmax agreement with fp32 eager) on the val split."""
+    from segzoo.data import eval_transforms, open_split
+    from segzoo.io.checkpoint import load_run
+
+    _, run = load_run(ARGS.checkpoint)
+    dataset = open_split(data, layout, "val", model.num_classes, run.ignore_index)
+    dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
+    ignore = dataset.ignore_index
+    confusion = {v: torch.zeros(model.num_classes, model.num_classes, dtype=torch.long) for v in ["eager", *variants]}
+    agree = {v: [0, 0] for v in variants}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            image, mask = dataset[i]
+            labels = {"eager": model(image[None]).argmax(1)[0]}
+            labels.update({v: run(image[None]).argmax(1)[0] for v, run in variants.items()})
+            keep = mask != ignore if ignore is not None else torch.ones_like(mask, dtype=torch.bool)
+            for v, lab in labels.items():
+                confusion[v] += torch.bincount(mask[keep] * model.num_classes + lab[keep], minlength=model.num_classes**2).view_as(confusion[v])
+                if v != "eager":
+                    agree[v][0] += int((lab == labels["eager"]).sum())
+                    agree[v][1] += lab.numel()
+
+    def miou(c: Tensor) -> float:
+        union = c.sum(0) + c.sum(1) - c.diag()
+        present = union > 0
+        return float((c.diag()[present] / union[present]).mean()) * 100
+
+    base = miou(confusion["eager"])
+    return {v: (miou(confusion[v]) - base, agree[v][0] / agree[v][1]) for v in variants}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["segnet", "segnet_basic", "fcn8s"], choices=["segnet", "segnet_basic", "fcn8s"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--size", type=int, nargs=2, default=(360, 480), metavar=("H", "W"))
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (alternating; default: %(default)s)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--num-classes", type=int, default=11)
+    parser.add_argument("--checkpoint", help="a trained segzoo checkpoint: also report each path's val mIoU and agreement")
+    parser.add_argument("--data", help="the checkpoint's dataset root (with --checkpoint)")
+    parser.add_argument("--layout", default="camvid")
+    global ARGS
+    ARGS = args = parser.parse_args()
+    if "reference" not in args.variants:
+        args.variants.insert(0, "reference")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
+    peaks = measured_peaks(args.reps)
+    print(f"torch {torch.__version__}, {cpu}, {torch.get_num_threads()} threads; measured peaks (TFLOP/s): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()))  # fmt: skip
+    print("| model | batch | variant | ms | vs reference | TFLOP/s | % of peak | peak MiB |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name in args.models:
+        torch.manual_seed(0)
+        model = segzoo.get_model(name, num_classes=args.num_classes).eval()
+        if args.checkpoint:
+            model = segzoo.load(args.checkpoint).eval()
+        for batch in args.batches:
+            variants = build_variants(name, model, batch, tuple(args.size), args.variants)
+            x = torch.randn(batch, 3, *args.size)
+            flops = forward_flops(model, x)
+            times = time_side_by_side(variants, x, args.reps)
+            for variant, secs in times.items():
+                tflops = flops / secs / 1e12
+                peak = peaks.get("conv fp32" if variant in ("reference", "fused", "optimize fp32", "onnxruntime") else "conv bf16")
+                mib = f"{peak_forward_bytes(variants[variant], x) / MiB:.0f}" if variant in ("reference", "fused") else "-"
+                share = f"{100 * tflops / peak:.0f}%" if peak else "-"
+                print(f"| {name} | {batch} | {variant} | {1e3 * secs:.1f} | {secs / times['reference']:.2f}x | {tflops:.3g} | {share} | {mib} |", flush=True)
+            if args.checkpoint and args.data and batch == args.batches[0]:
+                for variant, (delta, agreement) in accuracy(model, {v: r for v, r in variants.items() if v != "reference"}, args.data, args.layout).items():
+                    ok = abs(delta) <= 0.3 and agreement >= 0.995
+                    print(f"| {name} | val | {variant} | ΔmIoU {delta:+.2f} points | agreement {100 * agreement:.2f}% | {'within' if ok else 'OUTSIDE'} bounds | | |")
+
+
+if __name__ == "__main__":
+    main()
