@@ -154,19 +154,30 @@ def test_cli_refuses_fast_with_mc_and_calibration_without_int8(tmp_path, capsys)
         main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--fast", "fp16"])
 
 
-@pytest.mark.slow
-@pytest.mark.isolated
-def test_cli_predict_fast_writes_the_eager_masks(tmp_path):
+def test_cli_predict_fast_runs_what_optimize_returns(tmp_path, monkeypatch):
+    """The wiring of ``predict --fast``, with ``optimize`` replaced by a recorder that returns the
+    eager model (the compiled paths themselves are the slow tests above): the masks are the eager
+    ones, fp32 asks for float32 without calibration, int8 for int8 calibrated on the given images."""
+    asked = []
+
+    def recording(model, dtype=torch.float32, calibration=None):
+        asked.append((dtype, None if calibration is None else [tuple(batch.shape) for batch in calibration]))
+        return model
+
+    monkeypatch.setattr(segzoo.inference.predict, "optimize", recording)
     checkpoint = _checkpoint(tmp_path)
     rng = np.random.default_rng(0)
-    images = []
+    paths = []
     for i in range(2):
-        images.append(tmp_path / f"{i}.png")
-        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(images[-1])
-    paths = [str(p) for p in images]
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(paths[-1])
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "eager")]) == 0
+    assert asked == []
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "fast"), "--fast", "fp32"]) == 0
+    assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "int8"), "--fast", "int8"]) == 0
+    assert asked[0] == (torch.float32, None)
+    assert asked[1][0] == "int8" and sum(shape[0] for shape in asked[1][1]) == 2 and asked[1][1][0][1:] == (3, 40, 56)
     for i in range(2):
         eager = np.array(Image.open(tmp_path / "eager" / f"{i}_mask.png"))
-        fast = np.array(Image.open(tmp_path / "fast" / f"{i}_mask.png"))
-        assert (eager == fast).mean() >= 0.999
+        for out in ("fast", "int8"):
+            np.testing.assert_array_equal(np.array(Image.open(tmp_path / out / f"{i}_mask.png")), eager)
