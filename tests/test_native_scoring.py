@@ -37,6 +37,10 @@ class PixelLinear(segzoo.SegmentationModel):
     def num_classes(self) -> int:
         return NUM_CLASSES
 
+    @property
+    def in_channels(self) -> int:
+        return 3
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
 
