@@ -137,6 +137,7 @@ def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
     return [
         "train", "--model", "segnet_basic", "--data", str(data), "--num-classes", "3", "--ignore-index", str(IGNORE),
         "--epochs", str(epochs), "--batch-size", "2", "--lr", str(LR), "--out", str(out), "--no-progress",
+        "--amp", "off", "--no-channels-last",  # fp32 NCHW: the history is compared with a fresh fp32 evaluation
     ]  # fmt: skip
 
 
