@@ -231,7 +231,7 @@ def test_onnx_matches_pytorch(model_cache, tmp_path, name):
 
 @pytest.mark.slow
 @pytest.mark.isolated
-# the graph pieces SegNet-Basic's own compile test (test_export.py) does not cover
+# the graph pieces SegNet-Basic's compile test (test_optimize.py) does not cover
 @pytest.mark.parametrize("name", ["fcn_basic"])
 def test_compiled_model_matches_eager_at_two_sizes(model_cache, name):
     assert_compiled_matches_eager(model_cache(name))
