@@ -5,6 +5,8 @@ isolated test on SegNet-Basic at a small size (a native crash in a compiled or b
 that test only); the argument checks run in the default suite.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -112,9 +114,15 @@ def test_fp32_matches_eager_and_a_second_size_reuses_the_graph():
 @pytest.mark.slow
 @pytest.mark.isolated
 @pytest.mark.skipif(not native_bf16("cpu"), reason="bfloat16 is refused where it is not native")
-def test_bf16_agrees_with_fp32_on_the_argmax():
+def test_bf16_agrees_with_fp32_on_the_argmax(monkeypatch):
     """bf16 keeps 8 bits of mantissa: logits differ by about 1e-2, labels in >= 99% of the pixels of a
-    structured input (on an untrained model the top-2 logit gap is often within bf16's rounding)."""
+    structured input (on an untrained model the top-2 logit gap is often within bf16's rounding).
+
+    segzoo's bf16 path (BN folded, channels_last, autocast inside the captured graph, float32 out)
+    is compiled with the ``aot_eager`` backend here: inductor's own code generation is the fp32
+    test's, and in bf16 it adds almost three minutes of C++ compilation to CI on 2 cores."""
+    optimize_module = importlib.import_module("segzoo.inference.optimize")  # the package exports a function of that name
+    monkeypatch.setattr(optimize_module, "_compile", lambda fn, dynamic=None: torch.compile(fn, dynamic=dynamic, backend="aot_eager"))
     model = _model()
     x = _structured(2, 48, 64)
     got = segzoo.optimize(model, torch.bfloat16)(x)
@@ -122,7 +130,7 @@ def test_bf16_agrees_with_fp32_on_the_argmax():
         expected = model(x)
     assert got.dtype == torch.float32
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
-    assert (got - expected).abs().max() <= 0.1 * expected.abs().max()
+    assert 0 < (got - expected).abs().max() <= 0.1 * expected.abs().max()  # bf16 did run, and closely
 
 
 @pytest.mark.slow
