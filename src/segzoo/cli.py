@@ -20,7 +20,7 @@ from .cli_data import add_mask_arguments, mask_encoding
 from .data import LAYOUTS, DataConfig, layout_classes, open_splits
 from .export import export_onnx, export_program, save_program
 from .inference import InferenceOptions, predict_files
-from .inference.optimize import FAST_DTYPES
+from .inference.optimize import FAST_DTYPES, refuse_mc_dropout
 from .inference.tiling import BLENDS
 from .io.atomic import check_writable_file, check_writable_folder
 from .io.checkpoint import load, load_weights
@@ -276,8 +276,8 @@ def _inference_options(args: argparse.Namespace) -> InferenceOptions:
 def _check_fast(args: argparse.Namespace) -> None:
     if args.calibration is not None and args.fast != "int8":
         raise ValueError("--calibration is for --fast int8")
-    if args.fast is not None and args.mc:
-        raise ValueError("--mc (Monte Carlo dropout) needs live dropout, which --fast compiles away; drop one of them")
+    if args.fast is not None:
+        refuse_mc_dropout(args.mc)
 
 
 def _positive(text: str) -> int:

@@ -135,6 +135,13 @@ def optimize(
     return OptimizedModel(fused, _compile(forward), dtype, fused.encoder.min_size)
 
 
+def refuse_mc_dropout(mc_samples: int | None) -> None:
+    """``ValueError`` when Monte Carlo dropout is asked of a fast path: compiling removes live
+    dropout. Called before anything is compiled."""
+    if mc_samples:
+        raise ValueError("Monte Carlo dropout (--mc) needs live dropout, which --fast compiles away; drop one of them")
+
+
 def fast_dtype(name: str, device: torch.device | str) -> torch.dtype | str:
     """The dtype ``segzoo predict/evaluate --fast NAME`` means on ``device``: ``"auto"`` is bfloat16
     where it is native (:func:`native_bf16`), float32 elsewhere; the others as :data:`FAST_DTYPES`."""

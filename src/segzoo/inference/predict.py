@@ -22,7 +22,7 @@ from ..io.images import to_channels
 from ..io.run_description import RunDescription
 from .calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
 from .mc_dropout import normalised
-from .optimize import fast_dtype, optimize
+from .optimize import fast_dtype, optimize, refuse_mc_dropout
 from .pipeline import InferenceOptions, infer
 
 
@@ -67,8 +67,7 @@ def predict_files(
         raise ValueError(f"{checkpoint} holds non-finite weights ({', '.join(bad[:5])}): a diverged run? Nothing was predicted")
     model.eval()
     if fast is not None:
-        if mc_samples:
-            raise ValueError("Monte Carlo dropout (--mc) needs live dropout, which --fast compiles away; drop one of them")
+        refuse_mc_dropout(mc_samples)
         files = calibration_files(calibration) if calibration is not None else list(images)[:CALIBRATION_IMAGES]
         dtype = fast_dtype(fast, device)
         batches = calibration_batches(files, model, run.data.eval_size) if dtype == "int8" else None

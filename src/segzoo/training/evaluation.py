@@ -248,10 +248,9 @@ def _optimized(
     """``model`` on ``device``, optimized to ``fast``; int8 calibrated on ``calibration``'s images or
     the split's first few."""
     from ..inference.calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
-    from ..inference.optimize import fast_dtype, optimize
+    from ..inference.optimize import fast_dtype, optimize, refuse_mc_dropout
 
-    if options is not None and options.mc_samples is not None:
-        raise ValueError("Monte Carlo dropout (--mc) needs live dropout, which --fast compiles away; drop one of them")
+    refuse_mc_dropout(options.mc_samples if options is not None else None)
     model.to(device or "cpu")
     dtype, batches = fast_dtype(fast, device or "cpu"), None
     if dtype == "int8":
