@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import segzoo
 import segzoo.cli
+import segzoo.cli_train
 import segzoo.losses
 from segzoo.data import SegmentationFolder, eval_transforms
 from segzoo.training import TrainConfig, Trainer, distributed, evaluate, make_loader
@@ -213,8 +214,8 @@ def _worker(out: Path, dumps: Path, train_args: list[str]) -> None:
             writes.append(target.name)
 
     models = []
-    build = segzoo.cli.get_model
-    segzoo.cli.get_model = lambda *a, **k: models.append(build(*a, **k)) or models[-1]
+    build = segzoo.cli_train.get_model
+    segzoo.cli_train.get_model = lambda *a, **k: models.append(build(*a, **k)) or models[-1]
     distributed.setup()  # join torchrun's group first: `segzoo train` then leaves it up for the checks below
     sys.addaudithook(audit)
     if segzoo.cli.main(train_args) != 0:
