@@ -105,26 +105,27 @@ def time_side_by_side(variants: dict[str, Callable], x: Tensor, reps: int) -> di
     return {v: statistics.median(t) for v, t in times.items()}
 
 
-def training_images(data: str, layout: str, count: int) -> list[Tensor]:
-    """The first ``count`` training images of the checkpoint's dataset, as the model sees them: int8's
-    calibration on real data (never the validation split it is scored on)."""
+def checkpoint_split(data: str, layout: str, split: str):
+    """A split of the checkpoint's dataset with its evaluation transforms: images as the model sees them."""
     from segzoo.data import eval_transforms, open_split
     from segzoo.io.checkpoint import load_run
 
     _, run = load_run(ARGS.checkpoint)
-    dataset = open_split(data, layout, "train", len(run.class_names), run.ignore_index)
+    dataset = open_split(data, layout, split, len(run.class_names), run.ignore_index)
     dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
+    return dataset
+
+
+def training_images(data: str, layout: str, count: int) -> list[Tensor]:
+    """The first ``count`` training images: int8's calibration on real data (never the validation
+    split it is scored on)."""
+    dataset = checkpoint_split(data, layout, "train")
     return [dataset[i][0][None] for i in range(count)]
 
 
 def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], data: str, layout: str) -> dict[str, tuple[float, float]]:
     """Per variant: (mIoU - fp32 eager mIoU in points, argmax agreement with fp32 eager) on the val split."""
-    from segzoo.data import eval_transforms, open_split
-    from segzoo.io.checkpoint import load_run
-
-    _, run = load_run(ARGS.checkpoint)
-    dataset = open_split(data, layout, "val", model.num_classes, run.ignore_index)
-    dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
+    dataset = checkpoint_split(data, layout, "val")
     ignore = dataset.ignore_index
     confusion = {v: torch.zeros(model.num_classes, model.num_classes, dtype=torch.long) for v in ["eager", *variants]}
     agree = {v: [0, 0] for v in variants}
