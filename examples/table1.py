@@ -46,7 +46,8 @@ CAMVID_HEIGHT = 360  # the recipes' crops are 360x480, CamVid's image size
 #: recipe fields and the TrainConfig / DataConfig fields they set; ``model`` and ``layout`` are
 #: read separately, and any other field in a recipe stops the script rather than being dropped
 TRAIN_FIELDS = {"epochs": "epochs", "lr": "lr", "optimizer": "optimizer", "momentum": "momentum",
-                "weight_decay": "weight_decay", "schedule": "schedule", "amp": "amp", "channels_last": "channels_last"}  # fmt: skip
+                "weight_decay": "weight_decay", "schedule": "schedule", "amp": "amp", "channels_last": "channels_last",
+                "val_every": "val_every"}  # fmt: skip
 DATA_FIELDS = {"batch_size": "batch_size", "crop": "crop_size", "train_scale": "train_scale", "eval_size": "eval_size",
                "class_weights": "class_weights", "cache": "cache"}  # fmt: skip
 

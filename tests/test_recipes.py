@@ -229,6 +229,19 @@ def test_runs_without_a_recipe_save_their_resolved_options(tmp_path):
     assert saved["overrides"] == ["batch_size", "epochs", "model", "num_classes"]
 
 
+def test_val_every_comes_from_the_recipe_or_the_flag(tmp_path):
+    """A recipe's val_every = 2 over 3 epochs validates epochs 2 and 3; --val-every 3 overrides it."""
+    data = _folder(tmp_path / "data")
+    recipe = tmp_path / "sparse.toml"
+    recipe.write_text('description = "sparse validation"\nmodel = "segnet_basic"\nnum_classes = 3\nepochs = 3\nval_every = 2\n')
+    for flags, every, validated in (([], 2, [2, 3]), (["--val-every", "3"], 3, [3])):
+        out = tmp_path / f"run{len(flags)}"
+        assert main(["train", "--recipe", str(recipe), "--data", str(data), "--batch-size", "2", "--out", str(out), "--no-progress", *flags]) == 0
+        checkpoint = load_checkpoint(out / "last.pt")
+        assert [r["epoch"] for r in checkpoint["history"] if "mean_iou" in r] == validated
+        assert checkpoint["train_config"]["val_every"] == every
+
+
 def test_camvid_recipes_run_on_tiny_camvid(camvid, tmp_path, capsys):
     """camvid-segnet-basic and the Bayesian variant, with the resolution overridden to fit the tiny
     data; the recipe's optimiser, schedule, weighting, cache and precision are what ran."""

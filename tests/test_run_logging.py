@@ -90,3 +90,37 @@ def test_without_a_terminal_progress_is_one_line_per_epoch(capsys):
     lines = err.strip().splitlines()
     assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert all("train_loss=" in line and "mean_iou=" in line for line in lines)
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, monkeypatch):
+    """val_every=2 over 5 epochs: epochs 2, 4 and 5 (the last) are validated, 1 and 3 only trained;
+    best.pt comes from a validated epoch and the history says which epochs were scored."""
+    _scripted_validation(monkeypatch, [0.2, 0.4, 0.3])
+    trainer = _trainer(tmp_path, epochs=5, val_every=2)
+    history = trainer.fit()
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    assert [r.get("mean_iou") for r in history] == [None, 0.2, None, 0.4, 0.3]
+    assert all("val_loss" not in history[i] for i in (0, 2)) and all("train_loss" in r for r in history)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 4 and trainer.history.best_mean_iou == 0.4
+
+
+def test_val_every_keeps_its_rhythm_across_a_resume(tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [0.2, 0.4, 0.5])
+    first = _trainer(tmp_path, epochs=3, val_every=3)
+    assert [r.get("mean_iou") for r in first.fit()] == [None, None, 0.2]
+    resumed = _trainer(tmp_path, epochs=7, val_every=3)
+    resumed.resume(tmp_path / "last.pt")
+    assert [r.get("mean_iou") for r in resumed.fit()] == [None, None, 0.2, None, None, 0.4, 0.5]
+
+
+def test_patience_counts_epochs_between_validations(monkeypatch):
+    """val_every=2, patience=3: after the best (epoch 2), epoch 4 is not 3 epochs later yet, epoch 6 is."""
+    _scripted_validation(monkeypatch, [0.5, 0.1, 0.1, 0.9])
+    history = _trainer(epochs=8, val_every=2, patience=3).fit()
+    assert [r.get("mean_iou") for r in history] == [None, 0.5, None, 0.1, None, 0.1]
+
+
+@pytest.mark.parametrize("val_every", [0, -2, 1.5, True])
+def test_val_every_must_be_a_positive_int(val_every):
+    with pytest.raises((TypeError, ValueError), match="val_every"):
+        TrainConfig(val_every=val_every)

@@ -75,6 +75,8 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                        help='also log every epoch to TensorBoard in DIR (default: OUT/tensorboard); needs pip install "segzoo[tensorboard]"')
     train.add_argument("--patience", type=positive, metavar="N",
                        help="early stopping: stop once validation mIoU has not improved for N epochs")
+    train.add_argument("--val-every", type=positive, default=1, metavar="N",
+                       help="validate after every N-th epoch and the last (default: %(default)s); the others only train")
     train.add_argument("--time-limit", type=positive_float, metavar="MIN",
                        help="stop cleanly after the last epoch that ends within MIN minutes; resume with --resume")
     train.add_argument("--accumulate", type=positive, default=1, help="gradient accumulation steps")
@@ -136,7 +138,7 @@ def run_train(args: argparse.Namespace) -> None:
         encoder_lr_scale=args.encoder_lr_scale, freeze_encoder=args.freeze_encoder, amp=args.amp,
         accumulate_steps=args.accumulate, seed=args.seed, sync_batchnorm=args.sync_bn, deterministic=args.deterministic,
         momentum=args.momentum, channels_last=args.channels_last, time_limit_minutes=args.time_limit,
-        patience=args.patience, loss=args.loss, label_smoothing=args.label_smoothing,
+        patience=args.patience, val_every=args.val_every, loss=args.loss, label_smoothing=args.label_smoothing,
     )  # fmt: skip
     data = DataConfig(
         batch_size=args.batch_size, crop_size=tuple(args.crop) if args.crop else None, train_scale=tuple(args.train_scale),

@@ -145,6 +145,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "cache": _boolean,
     "channels_last": _boolean,
     "patience": _integer(1),
+    "val_every": _integer(1),
 }
 
 

@@ -48,6 +48,9 @@ class TrainConfig:
     time_limit_minutes: float | None = None
     # early stopping: stop once validation mIoU has not improved for this many epochs
     patience: int | None = None
+    # validate after every val_every-th epoch and after the last one (mmsegmentation's val_interval):
+    # the others only train, so best.pt and early stopping see the validated epochs
+    val_every: int = 1
 
     def __post_init__(self) -> None:
         """Check every field's type and range (``TypeError`` / ``ValueError`` naming it)."""
@@ -67,6 +70,7 @@ class TrainConfig:
         self.loss = format_loss_spec(parse_loss_spec(self.loss))
         self.label_smoothing = check_float("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         get_loss(self.loss, label_smoothing=self.label_smoothing)  # a smoothing without a ce term is refused now
+        self.val_every = check_int("val_every", self.val_every, 1)
         if self.patience is not None:
             self.patience = check_int("patience", self.patience, 1)
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:

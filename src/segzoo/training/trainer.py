@@ -2,7 +2,7 @@
 
 ``Trainer(model, train_loader, val_loader, ...).fit()`` trains with AdamW or SGD, a poly / cosine /
 constant LR schedule, optional mixed precision, gradient accumulation, a frozen encoder or a
-smaller encoder LR, evaluates every epoch (:func:`~segzoo.training.evaluate`), keeps
+smaller encoder LR, evaluates every epoch or every ``val_every``-th (:func:`~segzoo.training.evaluate`), keeps
 ``last.pt`` and ``best.pt`` (by validation mIoU) in ``out_dir``, and resumes exactly from
 ``last.pt``.
 
@@ -229,7 +229,7 @@ class Trainer:
         distributed.broadcast_buffers(self.model)
         self._check_finite_weights()  # a diverged model is never validated, nor saved as best.pt
         scores = None
-        if self.val_loader is not None:
+        if self.val_loader is not None and self._validates(self.epoch + 1):
             val_loss, scores = self.validate(self.val_loader)
             record.update(val_loss=val_loss, **scores.summary())
         record["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -259,6 +259,10 @@ class Trainer:
             write_history(self.history.epochs, self.out_dir / HISTORY_FILE)
             # a killed best.pt write's temporary, which the next best.pt write would remove, if any came
             remove_stale_temporaries(self.out_dir / "best.pt")
+
+    def _validates(self, epoch: int) -> bool:
+        """Whether 1-based ``epoch`` is validated: every ``config.val_every``-th and the last."""
+        return epoch % self.config.val_every == 0 or epoch == self.config.epochs
 
     def _train_epoch(self) -> float:
         self._network.train()
