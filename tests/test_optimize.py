@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 import segzoo
 from segzoo.cli import main
 from segzoo.inference import InferenceOptions, infer, mc_predict
-from segzoo.inference.optimize import FAST_DTYPES, fast_dtype, native_bf16
+from segzoo.inference.optimize import FAST_DTYPES, fast_dtype, float_layer_names, native_bf16
 
 
 def _structured(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -131,6 +131,15 @@ def test_bf16_agrees_with_fp32_on_the_argmax(monkeypatch):
     assert got.dtype == torch.float32
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
     assert 0 < (got - expected).abs().max() <= 0.1 * expected.abs().max()  # bf16 did run, and closely
+    # the first convolution and the classifier compute in float32, the layers between in bf16
+    fused, dtypes = segzoo.optimize(model, torch.bfloat16).model, {}
+    for name in ("encoder.stages.0.0.conv", "encoder.stages.1.0.conv", "classifier"):
+        layer = fused.get_submodule(name)
+        layer = getattr(layer, "layer", layer)
+        layer.register_forward_hook(lambda module, args, out, name=name: dtypes.update({name: out.dtype}))
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        fused(x.contiguous(memory_format=torch.channels_last))
+    assert dtypes == {"encoder.stages.0.0.conv": torch.float32, "encoder.stages.1.0.conv": torch.bfloat16, "classifier": torch.float32}
 
 
 @pytest.mark.slow
@@ -145,6 +154,34 @@ def test_int8_agrees_with_fp32_on_the_argmax():
         expected = model(x)
     assert got.dtype == torch.float32 and got.shape == expected.shape
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.isolated
+def test_int8_runs_fcn8s_with_its_score_layers_in_float32():
+    """FCN-8s's score convolutions fused with the skip additions have no oneDNN int8 kernel (the
+    first call failed: "could not create a primitive descriptor"); they stay float32."""
+    pytest.importorskip("torchao")
+    torch.manual_seed(0)
+    model = segzoo.FCN8s(num_classes=5).eval()
+    x = _structured(1, 64, 80, seed=9)
+    got = segzoo.optimize(model, "int8", calibration=[_structured(1, 64, 80, seed=s) for s in range(2)])(x)
+    with torch.no_grad():
+        expected = model(x)
+    assert got.shape == expected.shape and (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("segnet_basic", ["encoder.stages.0.0.conv", "classifier"]),
+        ("segnet", ["encoder.stages.0.0.conv", "classifier"]),
+        ("deeplab_largefov", ["encoder.stages.0.0.conv", "fc8"]),
+        ("fcn8s", ["encoder.stages.0.0.conv", "score_fr", "score_pool4", "upscore2", "score_pool3", "upscore_pool4", "upscore"]),
+    ],
+)
+def test_the_float32_layers_are_the_first_convolution_and_the_class_score_layers(name, expected):
+    assert float_layer_names(segzoo.get_model(name, num_classes=7)) == expected
 
 
 def _checkpoint(tmp_path):
