@@ -38,6 +38,7 @@ import segzoo  # noqa: E402
 from segzoo.inference.calibration import CALIBRATION_IMAGES  # noqa: E402
 from segzoo.inference.optimize import native_bf16  # noqa: E402
 
+MODELS = ("segnet", "segnet_basic", "fcn8s")
 VARIANTS = ("reference", "fused", "optimize fp32", "optimize bf16", "optimize int8", "onnxruntime")
 
 
@@ -152,7 +153,7 @@ def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], dat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["segnet", "segnet_basic", "fcn8s"], choices=["segnet", "segnet_basic", "fcn8s"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, help=f"default: {' '.join(MODELS)}; with --checkpoint, its model")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--size", type=int, nargs=2, default=(360, 480), metavar=("H", "W"))
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (alternating; default: %(default)s)")
@@ -163,6 +164,14 @@ def main() -> None:
     parser.add_argument("--layout", default="camvid")
     global ARGS
     ARGS = args = parser.parse_args()
+    if args.checkpoint:
+        from segzoo.io.checkpoint import load_checkpoint
+
+        trained = load_checkpoint(args.checkpoint)["model"]["name"]
+        if trained not in MODELS or args.models not in (None, [trained]):
+            parser.error(f"--checkpoint holds {trained}: time it alone (--models {trained}, or leave --models out); the references are {MODELS}")
+        args.models = [trained]
+    args.models = args.models or list(MODELS)
     if "reference" not in args.variants:
         args.variants.insert(0, "reference")
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
