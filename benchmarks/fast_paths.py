@@ -37,6 +37,7 @@ from models import MiB, forward_flops, peak_forward_bytes, reference  # noqa: E4
 import segzoo  # noqa: E402
 from segzoo.inference.calibration import CALIBRATION_IMAGES  # noqa: E402
 from segzoo.inference.optimize import native_bf16  # noqa: E402
+from segzoo.metrics import upsample_logits  # noqa: E402
 
 MODELS = ("segnet", "segnet_basic", "fcn8s")
 VARIANTS = ("reference", "fused", "optimize fp32", "optimize bf16", "optimize int8", "onnxruntime")
@@ -133,8 +134,8 @@ def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], dat
     with torch.no_grad():
         for i in range(len(dataset)):
             image, mask = dataset[i]
-            labels = {"eager": model(image[None]).argmax(1)[0]}
-            labels.update({v: run(image[None]).argmax(1)[0] for v, run in variants.items()})
+            # scored against the label at its own resolution, as segzoo evaluate does
+            labels = {v: upsample_logits(run(image[None]), mask.shape).argmax(1)[0] for v, run in {"eager": model, **variants}.items()}
             keep = mask != ignore if ignore is not None else torch.ones_like(mask, dtype=torch.bool)
             for v, lab in labels.items():
                 confusion[v] += torch.bincount(mask[keep] * model.num_classes + lab[keep], minlength=model.num_classes**2).view_as(confusion[v])
