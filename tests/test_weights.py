@@ -8,6 +8,7 @@ fail the test unless a test replaces them on purpose.
 from __future__ import annotations
 
 import inspect
+import shutil
 import socket
 import urllib.error
 from pathlib import Path
@@ -82,7 +83,8 @@ def hub_home(checkpoint, tmp_path_factory):
     path = home / "hub" / "checkpoints" / file_name(batch_norm)
     path.parent.mkdir(parents=True)
     torch.save(as_published(state), path)
-    return home
+    yield home
+    shutil.rmtree(home)  # about 530 MB per flavour: do not keep it until the run ends
 
 
 @pytest.fixture(scope="module")
