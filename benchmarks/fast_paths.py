@@ -6,7 +6,8 @@
 
 Variants: ``reference`` (benchmarks/models.py's plain eager port: conv, separate BN, NCHW, fp32),
 ``fused`` (:func:`segzoo.fuse_for_inference`, eager), ``optimize fp32`` / ``optimize bf16`` /
-``optimize int8`` (:func:`segzoo.optimize`; bf16 only where native, int8 needs torchao) and ``onnxruntime``
+``optimize int8`` (:func:`segzoo.optimize`; bf16 only where native, int8 needs torchao), ``optimize bf16 eager``
+(``segzoo.optimize(model, torch.bfloat16, compiled=False)``: the fused model under autocast) and ``onnxruntime``
 (:func:`segzoo.export_onnx`, CPU provider). Every variant's repetitions alternate with the reference's in
 the same loop, so both see the same machine load; the table gives medians. Peaks are measured on the same
 threads: fp32 and bf16 matmul (4096) and a 256-channel 3x3 conv (56x56, batch 8); each variant's TFLOP/s
@@ -40,7 +41,7 @@ from segzoo.inference.optimize import native_bf16  # noqa: E402
 from segzoo.metrics import upsample_logits  # noqa: E402
 
 MODELS = ("segnet", "segnet_basic", "fcn8s")
-VARIANTS = ("reference", "fused", "optimize fp32", "optimize bf16", "optimize int8", "onnxruntime")
+VARIANTS = ("reference", "fused", "optimize fp32", "optimize bf16", "optimize bf16 eager", "optimize int8", "onnxruntime")
 
 
 def seconds(run: Callable[[], object]) -> float:
@@ -81,10 +82,10 @@ def build_variants(
         elif variant == "fused":
             out[variant] = segzoo.fuse_for_inference(model)
         elif variant.startswith("optimize"):
-            dtype = variant.split()[1]
+            dtype, compiled = variant.split()[1], not variant.endswith("eager")
             if dtype == "bf16" and not native_bf16("cpu"):
                 continue
-            out[variant] = segzoo.optimize(model, dtype, calibration=calibration if dtype == "int8" else None)
+            out[variant] = segzoo.optimize(model, dtype, calibration=calibration if dtype == "int8" else None, compiled=compiled)
         elif variant == "onnxruntime":
             import onnxruntime
 

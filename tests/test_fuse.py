@@ -81,3 +81,50 @@ def test_channels_last_is_the_cpu_default_and_can_be_turned_off():
     assert plain_weight.is_contiguous() and plain(x).is_contiguous()
     with torch.no_grad():
         torch.testing.assert_close(default(x), plain(x), atol=1e-5, rtol=0)
+
+
+def _unpool_calls(monkeypatch) -> list[int]:
+    """Counts the calls of the native unpooling (``F.max_unpool2d``, int64 indices)."""
+    calls, native = [], torch.nn.functional.max_unpool2d
+    monkeypatch.setattr(torch.nn.functional, "max_unpool2d", lambda *a, **k: calls.append(1) or native(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("name", ["segnet_basic", "segnet_basic_encoder_addition"])
+def test_the_fused_copy_unpools_natively_with_the_compact_outputs_bit_for_bit(monkeypatch, name):
+    model = randomise_batch_norms(segzoo.get_model(name, num_classes=5))
+    assert model.unpooling == "compact"
+    calls = _unpool_calls(monkeypatch)
+    fused, compact = fuse_for_inference(model), fuse_for_inference(model, unpooling="compact")
+    assert (fused.unpooling, compact.unpooling, model.unpooling) == ("native", "compact", "compact")
+    x = torch.randn(2, 3, 29, 38, generator=torch.Generator().manual_seed(2))  # odd pooled sizes on the way down
+    with torch.no_grad():
+        expected = compact(x)
+        assert not calls
+        assert torch.equal(fused(x), expected)
+    assert len(calls) == 4  # one per decoder stage
+
+
+def test_the_fused_copy_keeps_compact_unpooling_under_deterministic_algorithms(monkeypatch):
+    """torch has no deterministic max_unpool2d: the native copy would raise at its first call."""
+    model = segzoo.SegNetBasic(num_classes=3)
+    calls = _unpool_calls(monkeypatch)
+    enabled = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        fused = fuse_for_inference(model)
+        assert fused.unpooling == "compact"
+        with torch.no_grad():
+            fused(torch.randn(1, 3, 16, 16))
+        with pytest.raises(RuntimeError, match="deterministic"):
+            fuse_for_inference(model, unpooling="native")(torch.randn(1, 3, 16, 16))
+    finally:
+        torch.use_deterministic_algorithms(enabled)
+    assert len(calls) == 1  # only the copy asked for native unpooled natively (and raised)
+
+
+def test_unpooling_is_checked_and_ignored_by_models_without_it():
+    with pytest.raises(ValueError, match="'native', 'compact' or None"):
+        fuse_for_inference(segzoo.SegNetBasic(num_classes=3), unpooling="fast")
+    fused = fuse_for_inference(segzoo.FCN32s(num_classes=3), unpooling="native")
+    assert not hasattr(fused, "unpooling")

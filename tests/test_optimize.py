@@ -87,6 +87,48 @@ def test_optimized_model_is_inference_only_and_refuses_mc_dropout():
     assert optimized.num_classes == 3 and optimized.prepare(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)).dtype == torch.float32
 
 
+def test_uncompiled_fp32_is_the_model_without_dynamo_at_any_size():
+    model = _model()
+    graphs = _recompiles()
+    fast = segzoo.optimize(model, compiled=False)
+    assert not fast.compiled and fast.model.unpooling == "native"
+    for height, width in [(40, 56), (45, 61)]:
+        x = _structured(1, height, width, seed=height)
+        got = fast(x)
+        with torch.no_grad():
+            expected = model(x)
+        assert got.dtype == torch.float32 and got.is_contiguous()
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert _recompiles() == graphs  # nothing was traced or compiled
+
+
+def test_uncompiled_int8_and_a_non_bool_compiled_are_refused():
+    with pytest.raises(ValueError, match="int8 runs compiled only"):
+        segzoo.optimize(_model(), "int8", calibration=torch.zeros(1, 3, 32, 32), compiled=False)
+    with pytest.raises(TypeError, match="compiled must be a bool"):
+        segzoo.optimize(_model(), compiled="no")
+
+
+@pytest.mark.isolated  # bf16 kernels have crashed natively on some CPUs (issue 17): this test fails, not the run
+@pytest.mark.skipif(not native_bf16("cpu"), reason="bfloat16 is refused where it is not native")
+def test_uncompiled_bf16_runs_the_middle_layers_in_bf16_and_agrees_on_the_argmax():
+    model = _model()
+    fast = segzoo.optimize(model, torch.bfloat16, compiled=False)
+    dtypes = {}
+    for name in ("encoder.stages.0.0.conv", "encoder.stages.1.0.conv", "classifier"):
+        layer = fast.model.get_submodule(name)
+        layer = getattr(layer, "layer", layer)
+        layer.register_forward_hook(lambda module, args, out, name=name: dtypes.update({name: out.dtype}))
+    x = _structured(2, 48, 64)
+    got = fast(x)
+    with torch.no_grad():
+        expected = model(x)
+    assert got.dtype == torch.float32
+    assert dtypes == {"encoder.stages.0.0.conv": torch.float32, "encoder.stages.1.0.conv": torch.bfloat16, "classifier": torch.float32}
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
+    assert 0 < (got - expected).abs().max() <= 0.1 * expected.abs().max()
+
+
 @pytest.mark.slow
 @pytest.mark.isolated  # a crash inside compiled code fails this test, not the run
 def test_fp32_matches_eager_and_a_second_size_reuses_the_graph():
@@ -197,6 +239,9 @@ def test_cli_refuses_fast_with_mc_and_calibration_without_int8(tmp_path, capsys)
     assert "live dropout" in capsys.readouterr().err
     assert main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--calibration", str(tmp_path)]) == 2
     assert "--calibration is for --fast int8" in capsys.readouterr().err
+    for fast in ([], ["--fast", "int8"]):
+        assert main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), *fast, "--eager"]) == 2
+        assert "--eager is for --fast auto, fp32 or bf16" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--fast", "fp16"])
 
@@ -207,8 +252,8 @@ def test_cli_predict_fast_runs_what_optimize_returns(tmp_path, monkeypatch):
     ones, fp32 asks for float32 without calibration, int8 for int8 calibrated on the given images."""
     asked = []
 
-    def recording(model, dtype=torch.float32, calibration=None):
-        asked.append((dtype, None if calibration is None else [tuple(batch.shape) for batch in calibration]))
+    def recording(model, dtype=torch.float32, calibration=None, compiled=True):
+        asked.append((dtype, None if calibration is None else [tuple(batch.shape) for batch in calibration], compiled))
         return model
 
     monkeypatch.setattr(segzoo.inference.predict, "optimize", recording)
@@ -222,9 +267,25 @@ def test_cli_predict_fast_runs_what_optimize_returns(tmp_path, monkeypatch):
     assert asked == []
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "fast"), "--fast", "fp32"]) == 0
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "int8"), "--fast", "int8"]) == 0
-    assert asked[0] == (torch.float32, None)
+    assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "uncompiled"), "--fast", "fp32", "--eager"]) == 0
+    assert asked[0] == (torch.float32, None, True)
     assert asked[1][0] == "int8" and sum(shape[0] for shape in asked[1][1]) == 2 and asked[1][1][0][1:] == (3, 40, 56)
+    assert asked[1][2] and asked[2] == (torch.float32, None, False)
     for i in range(2):
         eager = np.array(Image.open(tmp_path / "eager" / f"{i}_mask.png"))
-        for out in ("fast", "int8"):
+        for out in ("fast", "int8", "uncompiled"):
             np.testing.assert_array_equal(np.array(Image.open(tmp_path / out / f"{i}_mask.png")), eager)
+
+
+def test_cli_evaluate_fast_eager_scores_as_the_model(tmp_path, folder_dataset, capsys):
+    """``--fast fp32 --eager`` end to end (nothing to compile): the fused, natively unpooling copy
+    scores the split exactly as the checkpoint's model does."""
+    model = segzoo.SegNetBasic(num_classes=3)
+    run = segzoo.RunDescription(("a", "b", "c"), ((0, 0, 0), (9, 9, 9), (99, 99, 99)), model.mean, model.std, ignore_index=255, layout="folder")
+    checkpoint = segzoo.save_checkpoint(tmp_path / "best.pt", model, run=run.to_dict())
+    assert main(["evaluate", str(checkpoint), "--data", str(folder_dataset)]) == 0
+    plain = capsys.readouterr().out
+    graphs = _recompiles()
+    assert main(["evaluate", str(checkpoint), "--data", str(folder_dataset), "--fast", "fp32", "--eager"]) == 0
+    assert capsys.readouterr().out == plain and "| mIoU |" in plain
+    assert _recompiles() == graphs  # nothing was compiled

@@ -154,6 +154,9 @@ def _inference_arguments(command: argparse.ArgumentParser) -> None:
                          help="compiled model (segzoo.optimize): BN folded, channels_last, frozen weights; bare --fast = auto "
                               "= bf16 where the CPU/GPU has it natively, else fp32; int8 = post-training quantization (x86 CPU, "
                               "segzoo[int8]); the first run compiles (tens of seconds to minutes)")
+    command.add_argument("--eager", action="store_true",
+                         help="with --fast fp32/bf16/auto: run the fused model eagerly instead of compiling it (no compile wait; "
+                              "faster than compiled on some CPUs, see the README's Deployment section)")
     command.add_argument("--calibration", metavar="DIR",
                          help="with --fast int8: calibrate on the images in DIR (default: the first few images to predict / "
                               "of the split)")
@@ -169,6 +172,8 @@ def _inference_options(args: argparse.Namespace) -> InferenceOptions:
 def _check_fast(args: argparse.Namespace) -> None:
     if args.calibration is not None and args.fast != "int8":
         raise ValueError("--calibration is for --fast int8")
+    if args.eager and args.fast in (None, "int8"):
+        raise ValueError("--eager is for --fast auto, fp32 or bf16 (int8 runs compiled only)")
     if args.fast is not None:
         refuse_mc_dropout(args.mc)
 
@@ -182,7 +187,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     _check_fast(args)
     scores, run, files = evaluate_checkpoint(
         args.checkpoint, args.data, args.layout, args.split, args.out, args.batch_size, args.device, _inference_options(args),
-        fast=args.fast, calibration=args.calibration, **mask_encoding(args),
+        fast=args.fast, calibration=args.calibration, eager=args.eager, **mask_encoding(args),
     )  # fmt: skip
     print(scores.table(run.class_names))
     print_files(files)
@@ -192,7 +197,7 @@ def _predict(args: argparse.Namespace) -> None:
     _check_fast(args)
     paths = predict_files(
         args.checkpoint, args.images, args.out, args.device, args.mc, args.seed, _inference_options(args),
-        fast=args.fast, calibration=args.calibration,
+        fast=args.fast, calibration=args.calibration, eager=args.eager,
     )  # fmt: skip
     for path in paths:
         print(path)

@@ -36,6 +36,7 @@ def predict_files(
     options: InferenceOptions | None = None,
     fast: str | None = None,
     calibration: str | os.PathLike | None = None,
+    eager: bool = False,
 ) -> list[Path]:
     """For each image write ``<name>_mask.png`` in the training masks' own format (see
     :func:`write_mask`) and ``<name>_overlay.png``; images are resized to the training ``eval_size``, if any, and the logits
@@ -56,7 +57,8 @@ def predict_files(
     ``fast`` (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"``; see :func:`~segzoo.inference.optimize.fast_dtype`) predicts with :func:`segzoo.optimize`'s compiled
     model; int8 calibrates on the images of the ``calibration`` folder, by default on the first
     :data:`~segzoo.inference.calibration.CALIBRATION_IMAGES` images given. Monte Carlo dropout is
-    refused with it (the optimized model has no live dropout).
+    refused with it (the optimized model has no live dropout). ``eager`` runs the fused model
+    without compiling it (``optimize(..., compiled=False)``; fp32 and bf16 only).
     """
     out = check_writable_folder(out_dir, "output folder (--out)")
     device = check_device(device, "device (--device)") if device is not None else "cpu"
@@ -71,7 +73,7 @@ def predict_files(
         files = calibration_files(calibration) if calibration is not None else list(images)[:CALIBRATION_IMAGES]
         dtype = fast_dtype(fast, device)
         batches = calibration_batches(files, model, run.data.eval_size) if dtype == "int8" else None
-        model = optimize(model, dtype, calibration=batches)
+        model = optimize(model, dtype, calibration=batches, compiled=not eager)
     settings = replace(options or InferenceOptions(), mc_samples=mc_samples or None, seed=seed)
     colours = run.palette
     eval_size = run.data.eval_size

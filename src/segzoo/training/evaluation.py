@@ -243,7 +243,7 @@ def drawn_samples(model: SegmentationModel, dataset: Any, run: RunDescription, c
 
 def _optimized(
     model: SegmentationModel, fast: str, dataset: Any, run: RunDescription, device: str | None,
-    calibration: str | os.PathLike | None, options: InferenceOptions | None,
+    calibration: str | os.PathLike | None, options: InferenceOptions | None, eager: bool,
 ) -> nn.Module:
     """``model`` on ``device``, optimized to ``fast``; int8 calibrated on ``calibration``'s images or
     the split's first few."""
@@ -259,7 +259,7 @@ def _optimized(
         else:
             count = min(CALIBRATION_IMAGES, len(dataset))
             batches = [dataset[i][0][None].to(next(model.parameters()).device) for i in range(count)]
-    return optimize(model, dtype, calibration=batches)
+    return optimize(model, dtype, calibration=batches, compiled=not eager)
 
 
 def evaluate_checkpoint(
@@ -275,12 +275,14 @@ def evaluate_checkpoint(
     calibration: str | os.PathLike | None = None,
     label_map: LabelMap | None = None,
     colour_table: ColourTable | None = None,
+    eager: bool = False,
 ) -> tuple[SegmentationScores, RunDescription, dict[str, Path]]:
     """Score a checkpoint on a dataset split (resized as it was trained, if it was); returns the
     scores, the checkpoint's run description and the pictures written to ``out_dir``. ``options``:
     test-time augmentation, tiles or MC dropout (see :func:`evaluate`). ``fast`` (``"auto"``,
     ``"fp32"``, ``"bf16"``, ``"int8"``) scores :func:`segzoo.optimize`'s compiled model instead; int8 calibrates
-    on the images of the ``calibration`` folder, by default on the split's first few images.
+    on the images of the ``calibration`` folder, by default on the split's first few images;
+    ``eager`` runs the fused model without compiling it (``optimize(..., compiled=False)``).
     Folder-layout masks are read with ``label_map`` / ``colour_table`` when given, else as the run
     that trained the checkpoint read them (its stored label map or colour table)."""
     from ..data import layout_classes, open_split
@@ -304,6 +306,6 @@ def evaluate_checkpoint(
         run = replace(run, ignore_index=dataset.ignore_index)
     dataset.transforms = eval_transforms(run.mean, run.std, run.data.eval_size)
     if fast is not None:
-        model = _optimized(model, fast, dataset, run, device, calibration, options)
+        model = _optimized(model, fast, dataset, run, device, calibration, options, eager)
     scores, files = evaluate_dataset(model, dataset, run, out_dir, batch_size, device=device, options=options)
     return scores, run, files
