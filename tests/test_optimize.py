@@ -78,6 +78,7 @@ def test_fast_names_resolve_per_device(monkeypatch):
 def test_optimized_model_is_inference_only_and_refuses_mc_dropout():
     model = segzoo.SegNetBasic(num_classes=3, dropout="central")
     optimized = segzoo.optimize(model)  # compiles lazily: nothing is compiled here
+    assert optimized.compiled and optimized.model.unpooling == "compact"  # native failed a second size compiled
     with pytest.raises(ValueError, match="inference only"):
         optimized.train()
     with pytest.raises(ValueError, match="live dropout"):

@@ -38,9 +38,9 @@ def fuse_for_inference(
     ``unpooling`` attribute) gets ``unpooling`` in its copy: ``"native"`` (``F.max_unpool2d``; the
     default, ``None``, unless ``torch.use_deterministic_algorithms`` is on, since that kernel has no
     deterministic version) or ``"compact"``. Their outputs are equal bit for bit; native is faster
-    at inference: fused SegNet-Basic at 1x3x360x480 on a 2-core AMD EPYC, 444 against 586 ms in
-    float32 eager, 536 against 916 ms compiled by :func:`segzoo.optimize`. Training keeps compact
-    (8x smaller indices saved for backward, deterministic).
+    in eager inference (fused SegNet-Basic at 1x3x360x480 in float32 on a 2-core AMD EPYC: 444
+    against 586 ms); compact is what ``torch.compile`` with changing sizes and ``torch.export`` with
+    free sizes need. Training keeps compact (8x smaller indices saved for backward, deterministic).
     """
     if unpooling not in _UNPOOLING_CHOICES:
         raise ValueError(f"unpooling must be 'native', 'compact' or None, got {unpooling!r}")

@@ -1,7 +1,7 @@
 """``segzoo.optimize``: a model compiled for inference at the hardware's speed, in float32, bfloat16 or int8.
 
-Every path starts from :func:`fuse_for_inference` (BatchNorm folded, channels_last; native unpooling
-for float32 and bfloat16, compact for int8) and compiles it with inductor's *freezing*: the weights
+Every path starts from :func:`fuse_for_inference` (BatchNorm folded, channels_last, compact
+unpooling) and compiles it with inductor's *freezing*: the weights
 become constants of the graph, so constant folding and oneDNN's weight prepacking happen once at
 compile time instead of at every call.
 
@@ -25,9 +25,12 @@ too; sizes whose coarsest pooled map is 1 pixel wide get their own graph (induct
 the weights at each call) but recompile for every new size, which costs tens of seconds each.
 
 ``compiled=False`` skips inductor for float32 and bfloat16: the fused copy runs eagerly (bf16 under
-autocast, the same layers in float32). On a 2-core AMD EPYC (AVX512-BF16, no AMX) oneDNN's eager
-convolutions beat inductor's: SegNet-Basic at 1x3x360x480, fp32 444 against 536 ms, bf16 281
-against 408 ms.
+autocast, the same layers in float32) with native unpooling. On a 2-core AMD EPYC (AVX512-BF16, no
+AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 against 916 ms, bf16
+281 against 748 ms (medians of 3-5 alternating runs beside a training job). Most of the compiled
+graphs' loss is the compact unpooling's element-wise code: with native unpooling the same graphs
+took 536 ms (fp32) and 408 ms (bf16) at one size, but the dynamic-size fp32 graph failed its
+second-size test, so the compiled paths keep compact.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def optimize(
     ``compiled=False`` (float32 and bfloat16) runs the same fused copy eagerly, bf16 under autocast
     with the same float32 layers: no compile wait, and on CPUs where inductor's convolutions do not
     beat oneDNN's eager ones it is the faster path (SegNet-Basic at 1x3x360x480, bf16, on a 2-core
-    AMD EPYC: 281 ms eager against 408 ms compiled; README, Deployment).
+    AMD EPYC: 281 ms eager against 748 ms compiled; README, Deployment).
     """
     check_bool("compiled", compiled)
     if not isinstance(model, SegmentationModel):
@@ -147,8 +150,10 @@ def optimize(
             "slower than float32); drop compiled=False")
     if dtype == torch.bfloat16:
         check_native_bf16(device)
-    # int8 exports the model with free sizes first, which native unpooling does not allow (segzoo.export)
-    fused = fuse_for_inference(model, channels_last=True, unpooling="compact" if dtype == "int8" else None)
+    # compiled graphs keep compact unpooling: int8 exports the model with free sizes first, which
+    # native unpooling does not allow (segzoo.export), and inductor's dynamic-size graph of native
+    # unpooling failed at a second size (fp32; see the module docstring)
+    fused = fuse_for_inference(model, channels_last=True, unpooling="compact" if compiled else None)
     if dtype == "int8":
         batches = _calibration_batches(calibration, model, device)
         return OptimizedModel(fused, _quantized(fused, batches), dtype, _int8_min_size(fused), compiled=True)
