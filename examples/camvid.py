@@ -3,7 +3,7 @@
     python examples/camvid.py --data ../shared/data/camvid --recipe camvid-segnet-basic --epochs 5
     python examples/camvid.py --data ../shared/data/camvid --recipe camvid-segnet --weights-backbone DEFAULT
     python examples/camvid.py --data ../shared/data/camvid --recipe camvid-bayesian-segnet-basic --mc 8
-    python examples/camvid.py --data ../shared/data/camvid --full-size --epochs 16    # the recipe as written
+    python examples/camvid.py --data ../shared/data/camvid --full-size --epochs 24    # the recipe as written
 
 Each run is ``segzoo train --recipe NAME`` (``segzoo recipes NAME`` prints the recipe's settings;
 the files are ``src/segzoo/recipes/NAME.toml``) with this script's ``--epochs`` and ``--out`` and,

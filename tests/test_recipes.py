@@ -109,7 +109,7 @@ def test_every_recipe_field_is_a_train_option():
 def test_the_paper_settings_are_in_the_recipes():
     basic = load_recipe("camvid-segnet-basic").options
     assert (basic["model"], basic["class_weights"], basic["crop"], basic["epochs"], basic["batch_size"]) == (
-        "segnet_basic", "median", (360, 480), 16, 4
+        "segnet_basic", "median", (360, 480), 24, 4
     )  # fmt: skip
     assert load_recipe("camvid-bayesian-segnet-basic").options == {**basic, "dropout": "central"}
     segnet = load_recipe("camvid-segnet").options
