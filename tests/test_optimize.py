@@ -40,6 +40,16 @@ def _recompiles() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def _check_matches_model(fast: torch.nn.Module, model: torch.nn.Module, height: int, width: int) -> None:
+    """``fast``'s logits on a structured image: float32, NCHW-contiguous, the model's within 1e-4."""
+    x = _structured(1, height, width, seed=height)
+    got = fast(x)
+    with torch.no_grad():
+        expected = model(x)
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -94,12 +104,7 @@ def test_uncompiled_fp32_is_the_model_without_dynamo_at_any_size():
     fast = segzoo.optimize(model, compiled=False)
     assert not fast.compiled and fast.model.unpooling == "native"
     for height, width in [(40, 56), (45, 61)]:
-        x = _structured(1, height, width, seed=height)
-        got = fast(x)
-        with torch.no_grad():
-            expected = model(x)
-        assert got.dtype == torch.float32 and got.is_contiguous()
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        _check_matches_model(fast, model, height, width)
     assert _recompiles() == graphs  # nothing was traced or compiled
 
 
@@ -139,12 +144,7 @@ def test_fp32_matches_eager_and_a_second_size_reuses_the_graph():
     optimized = segzoo.optimize(model)
     graphs = None
     for height, width in [(40, 56), (45, 61), (64, 48)]:
-        x = _structured(1, height, width, seed=height)
-        got = optimized(x)
-        with torch.no_grad():
-            expected = model(x)
-        assert got.dtype == torch.float32 and got.is_contiguous()
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        _check_matches_model(optimized, model, height, width)
         graphs = _recompiles() if graphs is None else graphs
         assert _recompiles() == graphs  # heights and widths are dynamic: no recompile
     # composes with the pipeline: tiles and flips are sizes like any other (one tile per pass keeps
