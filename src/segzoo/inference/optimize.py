@@ -1,9 +1,9 @@
 """``segzoo.optimize``: a model compiled for inference at the hardware's speed, in float32, bfloat16 or int8.
 
 Every path starts from :func:`fuse_for_inference` (BatchNorm folded, channels_last, compact
-unpooling) and compiles it with inductor's *freezing*: the weights
-become constants of the graph, so constant folding and oneDNN's weight prepacking happen once at
-compile time instead of at every call.
+unpooling) and compiles it with inductor's *freezing*: the weights become constants of the graph,
+so constant folding and oneDNN's weight prepacking happen once at compile time instead of at every
+call.
 
 - ``torch.float32``: the fused model compiled.
 - ``torch.bfloat16``: the same under bf16 autocast inside the compiled graph (the casts of the
@@ -56,9 +56,10 @@ class OptimizedModel(nn.Module):
     """What :func:`optimize` returns: float32 (N, C, H, W) images in, float32 logits (N, K, H, W) out.
 
     Inference only: it always runs without gradients, ``train()`` is refused, and Monte Carlo dropout
-    is refused (its dropout is frozen off). ``compiled`` says whether inductor compiled it. ``prepare``, ``num_classes``, ``in_channels``,
-    ``mean`` and ``std`` are those of the model it was built from, so :func:`segzoo.inference.infer`
-    and the prediction pipeline (tiles, flips, scales) take it like the model itself.
+    is refused (its dropout is frozen off). ``compiled`` says whether inductor compiled it.
+    ``prepare``, ``num_classes``, ``in_channels``, ``mean`` and ``std`` are those of the model it was
+    built from, so :func:`segzoo.inference.infer` and the prediction pipeline (tiles, flips, scales)
+    take it like the model itself.
     """
 
     def __init__(
@@ -146,8 +147,10 @@ def optimize(
     if dtype != "int8" and calibration is not None:
         raise ValueError("calibration images are for dtype='int8' only")
     if dtype == "int8" and not compiled:
-        raise ValueError("int8 runs compiled only (uncompiled, its graph is float32 convolutions between quantize and dequantize steps, "
-            "slower than float32); drop compiled=False")
+        raise ValueError(
+            "int8 runs compiled only (uncompiled, its graph is float32 convolutions between quantize and "
+            "dequantize steps, slower than float32); drop compiled=False"
+        )
     if dtype == torch.bfloat16:
         check_native_bf16(device)
     # compiled graphs keep compact unpooling: int8 exports the model with free sizes first, which
