@@ -120,6 +120,9 @@ def test_uncompiled_int8_and_a_non_bool_compiled_are_refused():
 def test_uncompiled_bf16_runs_the_middle_layers_in_bf16_and_agrees_on_the_argmax():
     model = _model()
     fast = segzoo.optimize(model, torch.bfloat16, compiled=False)
+    # the float32 wrappers keep the wrapped layers' attributes: num_classes reads the classifier's
+    assert fast.num_classes == fast.model.num_classes == 5
+    assert segzoo.optimize(segzoo.FCN8s(num_classes=7), torch.bfloat16, compiled=False).num_classes == 7
     dtypes = {}
     for name in ("encoder.stages.0.0.conv", "encoder.stages.1.0.conv", "classifier"):
         layer = fast.model.get_submodule(name)

@@ -237,11 +237,20 @@ def _int8_min_size(model: SegmentationModel) -> int:
 
 
 class _Float32(nn.Module):
-    """``layer`` computing in float32 under autocast (its output float32; later layers cast it down)."""
+    """``layer`` computing in float32 under autocast (its output float32; later layers cast it down).
+    Its other attributes (``out_channels``, which a model's ``num_classes`` reads) are the layer's."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
         self.layer = layer
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "layer":  # not set yet: no layer to ask
+                raise
+            return getattr(self.layer, name)
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
