@@ -27,7 +27,8 @@ the weights at each call) but recompile for every new size, which costs tens of 
 ``compiled=False`` skips inductor for float32 and bfloat16: the fused copy runs eagerly (bf16 under
 autocast, the same layers in float32) with native unpooling. On a 2-core AMD EPYC (AVX512-BF16, no
 AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 against 916 ms, bf16
-281 against 748 ms (medians of 3-5 alternating runs beside a training job). Most of the compiled
+281 against 748 ms (medians of 3-5 alternating runs beside a training job; eager bf16 timed with
+every layer under autocast). Most of the compiled
 graphs' loss is the compact unpooling's element-wise code: with native unpooling the same graphs
 took 536 ms (fp32) and 408 ms (bf16) at one size, but the dynamic-size fp32 graph failed its
 second-size test, so the compiled paths keep compact.
@@ -131,7 +132,7 @@ def optimize(
     ``compiled=False`` (float32 and bfloat16) runs the same fused copy eagerly, bf16 under autocast
     with the same float32 layers: no compile wait, and on CPUs where inductor's convolutions do not
     beat oneDNN's eager ones it is the faster path (SegNet-Basic at 1x3x360x480, bf16, on a 2-core
-    AMD EPYC: 281 ms eager against 748 ms compiled; README, Deployment).
+    AMD EPYC, every layer under autocast: 281 ms eager against 748 ms compiled; README, Deployment).
     """
     check_bool("compiled", compiled)
     if not isinstance(model, SegmentationModel):
