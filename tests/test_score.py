@@ -87,6 +87,44 @@ def test_fcn_routes_only_its_fc7_score_layer(model_cache, name):
     assert out.dtype == torch.bfloat16
 
 
+#: the measured condition (torch 2.14.1, oneDNN 3.12, Xeon with AMX): bf16 weight gradients of a
+#: conv (1x1 or 3x3) from more than 2048 input channels to fewer than 16 outputs corrupt the heap
+CRASH_MIN_IN_CHANNELS, CRASH_MAX_OUT_CHANNELS = 2049, 15
+
+
+@pytest.mark.parametrize("classes", [1, 2, 11, 15])
+def test_every_conv_in_the_crash_condition_is_routed_to_float32(classes):
+    """No registered model has a plain (bf16 under autocast) conv whose weight gradient would hit the
+    AMX crash; checked structurally, so it holds on CPUs without AMX too. Only FCN's score_fr is in
+    the condition, and it is a ScoreConv2d."""
+    routed = set()
+    for name in segzoo.list_models():
+        model = segzoo.get_model(name, num_classes=classes)
+        for layer_name, layer in model.named_modules():
+            if not isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                continue
+            if layer.in_channels >= CRASH_MIN_IN_CHANNELS and layer.out_channels <= CRASH_MAX_OUT_CHANNELS:
+                assert isinstance(layer, ScoreConv2d), f"{name}.{layer_name} would run the crashing bf16 kernel"
+                routed.add(f"{name}.{layer_name}")
+    assert routed == {"fcn32s.score_fr", "fcn16s.score_fr", "fcn8s.score_fr"}
+
+
+@pytest.mark.isolated
+@pytest.mark.parametrize("classes", [2, 11])
+def test_repeated_bf16_weight_gradients_of_the_crashing_shape(classes):
+    """The reduced reproduction (a 4096 -> classes 1x1 conv, 20 bf16 backward passes; a plain
+    nn.Conv2d aborts within them on AMX) through ScoreConv2d: it completes, with float32 gradients."""
+    torch.manual_seed(0)
+    score = ScoreConv2d(4096, classes)
+    x = torch.randn(2, 4096, 8, 8, requires_grad=True)
+    for _ in range(20):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = score(torch.relu(x))
+        out.float().sum().backward()
+    assert score.weight.grad.dtype == torch.float32
+    assert torch.isfinite(score.weight.grad).all() and torch.isfinite(x.grad).all()
+
+
 #: FCN-8s (its score_fr crashed; FCN-16s/32s share that layer), SegNet-Basic (reported to run) and
 #: DeepLab, whose fc8 is the other 1x1 conv from a wide (1024-channel) layer to the classes; every
 #: other registered model's bf16 training step runs in test_export.py

@@ -1,11 +1,13 @@
 """FCN's fc7 class-score convolution, kept in float32 where CPU bfloat16 kernels are unsafe.
 
-On x86 CPUs with AMX (``amx_bf16``), oneDNN's bf16 backward of a 1x1 convolution from FCN's 4096
-fc7 channels to a handful of classes corrupts the heap (glibc aborts: "corrupted double-linked
-list", "free(): invalid size"; reported for 2, 3, 5 and 11 classes, torch 2.14 and 2.15, not with
-``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``). Running that one layer (``score_fr``) in float32 removed
-the crash in the report's bisection, while FCN's other score layers (256 and 512 inputs), SegNet's
-and SegNet-Basic's classifiers, and 1x1 convs from 1024 or 2048 channels ran in bf16 without it.
+On x86 CPUs with AMX (``amx_bf16``), oneDNN's bf16 weight gradient of a convolution from more than
+2048 input channels to fewer than 16 outputs corrupts the heap (glibc aborts: "corrupted
+double-linked list", "free(): invalid size", or a segfault), within 20 backward passes. Measured on
+a Xeon with AMX, torch 2.14.1 (oneDNN 3.12, kernel ``brgconv_bwd_w:avx10_1_512_amx``): 1x1 and 3x3
+kernels alike, 1 to 15 outputs at 2049 to 8192 inputs and 1x1 to 17x17 maps; never with 16 or more
+outputs, 2048 or fewer inputs, the forward pass or the input gradient alone, in float32, or with
+``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``. In segzoo only FCN's fc7 class-score layer (``score_fr``,
+4096 -> classes) meets that condition (tests/test_score.py checks every registered model).
 A :class:`ScoreConv2d` therefore computes in float32 whenever it would otherwise run a CPU bf16
 kernel (under CPU bf16 autocast, or with bf16 weights or input), on every CPU alike so that
 results do not depend on the machine. ``score_fr`` works at 1/32 of the input resolution and holds
