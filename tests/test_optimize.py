@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 import segzoo
 from segzoo.cli import main
 from segzoo.inference import InferenceOptions, infer, mc_predict
-from segzoo.inference.optimize import FAST_DTYPES, fast_dtype, float_layer_names, native_bf16
+from segzoo.inference.optimize import FAST_DTYPES, _Float32, fast_compiled, fast_dtype, float_layer_names, native_bf16
 
 
 def _structured(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -85,6 +85,17 @@ def test_fast_names_resolve_per_device(monkeypatch):
     assert fast_dtype("auto", "cpu") == torch.bfloat16 and set(FAST_DTYPES) == {"fp32", "bf16", "int8"}
 
 
+def test_fast_auto_compiles_on_cpu_only_the_models_that_do_not_unpool():
+    """--fast auto runs the SegNet family (max-unpooling) eagerly on a CPU and compiles the rest;
+    an explicit dtype compiles, --eager never does, and on a GPU auto compiles."""
+    for name in segzoo.list_models():
+        model = segzoo.get_model(name, num_classes=3)
+        unpools = name.startswith("segnet") or name == "deconvnet"
+        assert fast_compiled("auto", model, "cpu") is not unpools, name
+        assert fast_compiled("auto", model, "cuda") and fast_compiled("bf16", model, "cpu") and fast_compiled("int8", model, "cpu")
+        assert not fast_compiled("auto", model, "cpu", eager=True) and not fast_compiled("fp32", model, "cpu", eager=True)
+
+
 def test_optimized_model_is_inference_only_and_refuses_mc_dropout():
     model = segzoo.SegNetBasic(num_classes=3, dropout="central")
     optimized = segzoo.optimize(model)  # compiles lazily: nothing is compiled here
@@ -136,6 +147,17 @@ def test_uncompiled_bf16_runs_the_middle_layers_in_bf16_and_agrees_on_the_argmax
     assert dtypes == {"encoder.stages.0.0.conv": torch.float32, "encoder.stages.1.0.conv": torch.bfloat16, "classifier": torch.float32}
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
     assert 0 < (got - expected).abs().max() <= 0.1 * expected.abs().max()
+    # the bf16 layers' weights are stored in bf16 once, which is what autocast would cast them to
+    # at every call: the output is bitwise that of the fused model under autocast
+    weights = {name: p.dtype for name, p in fast.model.named_parameters()}
+    assert weights["encoder.stages.0.0.conv.layer.weight"] == weights["classifier.layer.weight"] == torch.float32
+    assert weights["encoder.stages.1.0.conv.weight"] == torch.bfloat16
+    recast = segzoo.fuse_for_inference(model, channels_last=True)
+    for name in ("encoder.stages.0.0.conv", "classifier"):
+        recast.set_submodule(name, _Float32(recast.get_submodule(name)))
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        torch.testing.assert_close(got, recast(x.contiguous(memory_format=torch.channels_last)).float(), rtol=0, atol=0)
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
 
 
 @pytest.mark.slow
@@ -272,12 +294,14 @@ def test_cli_predict_fast_runs_what_optimize_returns(tmp_path, monkeypatch):
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "fast"), "--fast", "fp32"]) == 0
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "int8"), "--fast", "int8"]) == 0
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "uncompiled"), "--fast", "fp32", "--eager"]) == 0
+    assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "auto"), "--fast"]) == 0
     assert asked[0] == (torch.float32, None, True)
     assert asked[1][0] == "int8" and sum(shape[0] for shape in asked[1][1]) == 2 and asked[1][1][0][1:] == (3, 40, 56)
     assert asked[1][2] and asked[2] == (torch.float32, None, False)
+    assert asked[3] == (fast_dtype("auto", "cpu"), None, False)  # SegNet-Basic unpools: auto runs it eagerly
     for i in range(2):
         eager = np.array(Image.open(tmp_path / "eager" / f"{i}_mask.png"))
-        for out in ("fast", "int8", "uncompiled"):
+        for out in ("fast", "int8", "uncompiled", "auto"):
             np.testing.assert_array_equal(np.array(Image.open(tmp_path / out / f"{i}_mask.png")), eager)
 
 
@@ -293,3 +317,5 @@ def test_cli_evaluate_fast_eager_scores_as_the_model(tmp_path, folder_dataset, c
     assert main(["evaluate", str(checkpoint), "--data", str(folder_dataset), "--fast", "fp32", "--eager"]) == 0
     assert capsys.readouterr().out == plain and "| mIoU |" in plain
     assert _recompiles() == graphs  # nothing was compiled
+    assert main(["evaluate", str(checkpoint), "--data", str(folder_dataset), "--fast"]) == 0  # auto: SegNet-Basic eager
+    assert "| mIoU |" in capsys.readouterr().out and _recompiles() == graphs

@@ -151,9 +151,10 @@ def _inference_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--scales", type=float, nargs="+", default=(1.0,), metavar="S",
                          help="test-time augmentation: average over these image scales, e.g. 0.75 1 1.25 (default: 1)")
     command.add_argument("--fast", nargs="?", const="auto", choices=("auto", *FAST_DTYPES),
-                         help="compiled model (segzoo.optimize): BN folded, channels_last, frozen weights; bare --fast = auto "
-                              "= bf16 where the CPU/GPU has it natively, else fp32; int8 = post-training quantization (x86 CPU, "
-                              "segzoo[int8]); the first run compiles (tens of seconds to minutes)")
+                         help="optimized model (segzoo.optimize): BN folded, channels_last, frozen weights; bare --fast = auto "
+                              "= bf16 where the CPU/GPU has it natively, else fp32, compiled except the SegNet family on a CPU "
+                              "(eager there: faster than its compiled graphs); int8 = post-training quantization (x86 CPU, "
+                              "segzoo[int8]); a compiled first run waits for the compiler (tens of seconds to minutes)")
     command.add_argument("--eager", action="store_true",
                          help="with --fast fp32/bf16/auto: run the fused model eagerly instead of compiling it (no compile wait; "
                               "faster than compiled on some CPUs, see the README's Deployment section)")

@@ -22,7 +22,7 @@ from ..io.images import to_channels
 from ..io.run_description import RunDescription
 from .calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
 from .mc_dropout import normalised
-from .optimize import fast_dtype, optimize, refuse_mc_dropout
+from .optimize import fast_compiled, fast_dtype, optimize, refuse_mc_dropout
 from .pipeline import InferenceOptions, infer
 
 
@@ -73,7 +73,7 @@ def predict_files(
         files = calibration_files(calibration) if calibration is not None else list(images)[:CALIBRATION_IMAGES]
         dtype = fast_dtype(fast, device)
         batches = calibration_batches(files, model, run.data.eval_size) if dtype == "int8" else None
-        model = optimize(model, dtype, calibration=batches, compiled=not eager)
+        model = optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device, eager))
     settings = replace(options or InferenceOptions(), mc_samples=mc_samples or None, seed=seed)
     colours = run.palette
     eval_size = run.data.eval_size

@@ -248,7 +248,7 @@ def _optimized(
     """``model`` on ``device``, optimized to ``fast``; int8 calibrated on ``calibration``'s images or
     the split's first few."""
     from ..inference.calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
-    from ..inference.optimize import fast_dtype, optimize, refuse_mc_dropout
+    from ..inference.optimize import fast_compiled, fast_dtype, optimize, refuse_mc_dropout
 
     refuse_mc_dropout(options.mc_samples if options is not None else None)
     model.to(device or "cpu")
@@ -259,7 +259,7 @@ def _optimized(
         else:
             count = min(CALIBRATION_IMAGES, len(dataset))
             batches = [dataset[i][0][None].to(next(model.parameters()).device) for i in range(count)]
-    return optimize(model, dtype, calibration=batches, compiled=not eager)
+    return optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device or "cpu", eager))
 
 
 def evaluate_checkpoint(
