@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .allocator import keep_large_buffers
 from .cli_common import positive, print_files, print_run
 from .cli_data import add_mask_arguments, mask_encoding
 from .cli_train import add_train_arguments, resolve_recipe, run_train
@@ -32,7 +33,10 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, WeightsUn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``segzoo`` and ``python -m segzoo``; returns the exit status."""
+    """Entry point of ``segzoo`` and ``python -m segzoo``; returns the exit status. Run as the
+    program (``argv`` None), it keeps glibc's large buffers for reuse (:mod:`segzoo.allocator`)."""
+    if argv is None:
+        keep_large_buffers()
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
