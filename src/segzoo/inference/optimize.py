@@ -31,7 +31,10 @@ AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 again
 every layer under autocast). Most of the compiled
 graphs' loss is the compact unpooling's element-wise code: with native unpooling the same graphs
 took 536 ms (fp32) and 408 ms (bf16) at one size, but the dynamic-size fp32 graph failed its
-second-size test, so the compiled paths keep compact.
+second-size test, so the compiled paths keep compact. On a 2-core Xeon with AMX the split is the
+same: SegNet bf16 154 ms eager against 600 ms compiled, while FCN-8s (no unpooling) runs 116 ms
+compiled against 140 ms eager; ``segzoo predict/evaluate --fast auto`` follows it
+(:func:`fast_compiled`).
 """
 
 from __future__ import annotations
@@ -195,10 +198,10 @@ def fast_dtype(name: str, device: torch.device | str) -> torch.dtype | str:
 def fast_compiled(name: str, model: nn.Module, device: torch.device | str, eager: bool = False) -> bool:
     """Whether ``segzoo predict/evaluate --fast NAME`` compiles ``model``: never with ``eager``;
     ``"auto"`` on a CPU runs models that max-unpool (the SegNet family) eagerly, whose compiled
-    graphs keep the slow compact unpooling (SegNet at 1x3x360x480 in bf16: 197 ms eager against
-    668 ms compiled on a 2-core Xeon with AMX; SegNet-Basic 281 against 748 ms on a 2-core AMD EPYC)
-    and compiles the others (FCN-8s: 177 ms compiled, 197 ms eager on the Xeon); ``"fp32"``,
-    ``"bf16"`` and ``"int8"``, and ``"auto"`` on a GPU, compile."""
+    graphs keep the slow compact unpooling (SegNet at 1x3x360x480 in bf16: 154 ms eager against
+    600 ms compiled on a 2-core Xeon with AMX; SegNet-Basic 281 against 748 ms on a 2-core AMD EPYC)
+    and compiles the others (FCN-8s: 116 ms compiled, 140 ms eager on the Xeon, same run); ``"fp32"``,
+    ``"bf16"`` and ``"int8"``, and ``"auto"`` on a GPU (not measured), compile."""
     if eager:
         return False
     return not (name == "auto" and torch.device(device).type == "cpu" and hasattr(model, "unpooling"))
