@@ -79,9 +79,10 @@ def main() -> None:
     crop = tuple(options["crop"])
     train_set.transforms = train_transforms(crop, model.mean, model.std, scale=tuple(options["train_scale"]))
     loader = make_loader(train_set, options["batch_size"], shuffle=True)
+    # the recipe's optimizer settings (AdamW recipes have no momentum; TrainConfig's defaults fill in)
+    optimizer = {k: options[k] for k in ("lr", "optimizer", "momentum", "weight_decay") if k in options}
     config = TrainConfig(
-        epochs=1, lr=options["lr"], optimizer=options["optimizer"], momentum=options["momentum"],
-        weight_decay=options["weight_decay"], amp=options.get("amp", "off"), channels_last=options.get("channels_last", False),
+        epochs=1, **optimizer, amp=options.get("amp", "off"), channels_last=options.get("channels_last", False),
         ignore_index=train_set.ignore_index,
     )  # fmt: skip
     timings, cpu_seconds = [], []
