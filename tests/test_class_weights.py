@@ -38,6 +38,19 @@ def test_hand_worked_example():
     assert weights.tolist() == pytest.approx(EXPECTED)
 
 
+@pytest.mark.parametrize("power", [0.5, 0.0, 0.25])
+def test_power_raises_the_hand_worked_weights(power):
+    """power=0.5 is the square roots of the worked weights; power=0 weighs every present class 1."""
+    weights = median_frequency_weights([MASK_A, MASK_B], num_classes=4, power=power)
+    assert weights.tolist() == pytest.approx([w**power for w in EXPECTED] + [0.0])
+
+
+@pytest.mark.parametrize("power", [-0.5, 1.5, True, "0.5", None])
+def test_power_outside_zero_to_one_is_refused(power):
+    with pytest.raises(ValueError, match=rf"power must be a number in \[0, 1\], got {power!r}"):
+        median_frequency_weights([MASK_A, MASK_B], num_classes=3, power=power)
+
+
 def test_ignored_pixels_count_nowhere():
     b_with_void = np.array([[1, 1, 255], [2, 2, 255]])
     assert median_frequency_weights([MASK_A, b_with_void], 3, ignore_index=255).tolist() == pytest.approx(EXPECTED)

@@ -52,7 +52,7 @@ def test_lists_become_tuples_as_json_would_give_them():
         ({"train_scale": (2.0, 0.5)}, r"train_scale must be \(low, high\) with 0 < low <= high"),
         ({"train_scale": (0.0, 1.0)}, "train_scale must be"),
         ({"train_scale": 1.0}, "train_scale must be"),
-        ({"class_weights": "inverse"}, r"class_weights must be None or one of \('median',\), got 'inverse'"),
+        ({"class_weights": "inverse"}, r"class_weights must be None or one of \('median', 'sqrt-median'\), got 'inverse'"),
     ],
 )
 def test_unusable_settings_are_refused(settings, match):

@@ -260,6 +260,49 @@ def test_camvid_recipes_run_on_tiny_camvid(camvid, tmp_path, capsys):
     assert "| Pedestrian |" in capsys.readouterr().out
 
 
+def test_sqrt_median_weighting_reaches_the_loss(tmp_path, monkeypatch):
+    """--class-weights sqrt-median over a recipe: the trainer's loss gets the square roots of the
+    median-frequency weights of the training masks (numpy, the definition, void uncounted), and
+    the checkpoint records the weighting."""
+    rng = np.random.default_rng(5)
+    share = np.array([30, 20, 12, 8, 6, 5, 4, 3, 3, 2, 1, 6], dtype=float)  # classes 0..10 and void (11)
+    train_masks = []
+    for split, count in (("train", 3), ("val", 1)):
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+        for i in range(count):
+            mask = rng.choice(12, size=(24, 32), p=share / share.sum()).astype(np.uint8)
+            mask[: 2 * i] = 0  # images differ in which classes they hold
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(tmp_path / split / f"{i}.png")
+            Image.fromarray(mask, mode="L").save(tmp_path / f"{split}annot" / f"{i}.png")
+            if split == "train":
+                train_masks.append(mask)
+    pixels, image_pixels = np.zeros(11), np.zeros(11)
+    for mask in train_masks:
+        labelled = mask[mask != 11]
+        present = np.unique(labelled)
+        pixels[present] += [np.sum(labelled == c) for c in present]
+        image_pixels[present] += labelled.size
+    frequency = pixels / image_pixels
+    expected = np.sqrt(np.median(frequency) / frequency)
+    import segzoo.training.run as run_module
+
+    seen = {}
+
+    class Recording(run_module.Trainer):
+        def __init__(self, *args, class_weights=None, **kwargs):
+            seen["weights"] = class_weights
+            super().__init__(*args, class_weights=class_weights, **kwargs)
+
+    monkeypatch.setattr(run_module, "Trainer", Recording)
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "camvid-segnet-basic", "--class-weights", "sqrt-median", "--data", str(tmp_path),
+                 "--epochs", "1", "--batch-size", "2", "--crop", "16", "24", "--train-scale", "1", "1", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert seen["weights"].tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+    assert load_checkpoint(out / "last.pt")["run"]["data"]["class_weights"] == "sqrt-median"
+
+
 @pytest.mark.slow
 def test_camvid_segnet_recipe_runs_without_downloading(camvid, tmp_path):
     """camvid-segnet asks for ImageNet weights; --weights-backbone none runs its machinery offline."""

@@ -14,6 +14,7 @@ from ._checks import check_device
 from .cli_common import positive, positive_float, print_files, print_run
 from .cli_data import add_mask_arguments, mask_encoding
 from .data import LAYOUTS, DataConfig, layout_classes, open_splits
+from .data.config import CLASS_WEIGHTINGS
 from .io.atomic import check_writable_folder
 from .io.checkpoint import load_weights
 from .models.registry import get_model, list_models, model_class
@@ -57,7 +58,8 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--crop", type=positive, nargs=2, metavar=("H", "W"), help="random scale + crop + flip augmentation to HxW")
     train.add_argument("--train-scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("LOW", "HIGH"), help="scale range with --crop")
     train.add_argument("--eval-size", type=positive, nargs=2, metavar=("H", "W"), help="resize for evaluation (and training without --crop)")
-    train.add_argument("--class-weights", choices=("median", "none"), default="none", help="median-frequency balancing")
+    train.add_argument("--class-weights", choices=(*CLASS_WEIGHTINGS, "none"), default="none",
+                       help="median: median-frequency balancing (SegNet paper); sqrt-median: its square root, milder (default: %(default)s)")
     train.add_argument("--loss", default="ce",
                        help="ce, dice, focal, lovasz or a weighted sum such as ce+dice or 0.5*ce+1*lovasz (default: %(default)s)")
     train.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing in [0, 1) (default: %(default)s)")

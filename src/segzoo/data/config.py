@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-CLASS_WEIGHTINGS = ("median",)
+#: class weightings by name, with the power their median-frequency weights are raised to
+CLASS_WEIGHTING_POWERS = {"median": 1.0, "sqrt-median": 0.5}
+CLASS_WEIGHTINGS = tuple(CLASS_WEIGHTING_POWERS)
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,8 @@ class DataConfig:
     training images are only normalised (and resized to ``eval_size``). ``eval_size``: the (h, w)
     images are resized to for the model in evaluation and prediction; scores are always computed
     against the labels at their own resolution. ``class_weights="median"``: median-frequency
-    balancing of the loss, computed on the training masks. ``cache``: decode every image and label
+    balancing of the loss, computed on the training masks; ``"sqrt-median"``: the square roots of
+    those weights (a milder balancing). ``cache``: decode every image and label
     once and keep both splits in memory (:class:`~segzoo.data.cache.InMemoryDataset`; refused
     when they would not fit).
     """

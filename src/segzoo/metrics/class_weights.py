@@ -13,11 +13,15 @@ from .._checks import check_int, check_optional_int
 from ..labels import PAD_LABEL
 
 
-def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, ignore_index: int | None = None) -> Tensor:
+def median_frequency_weights(
+    dataset_or_masks: Iterable[Any], num_classes: int, ignore_index: int | None = None, power: float = 1.0
+) -> Tensor:
     """Median-frequency class weights (SegNet paper, after Eigen & Fergus 2015).
 
     ``freq(c)`` = pixels of class c / total pixels of the images in which c is present, and
-    ``weight(c) = median(freq) / freq(c)``, the median taken over the classes present anywhere.
+    ``weight(c) = (median(freq) / freq(c)) ** power``, the median taken over the classes present
+    anywhere. ``power=1`` is the paper's balancing; ``power=0.5`` (their square root) balances
+    half as strongly on a log scale, and ``power=0`` weighs every present class 1.
     Pixels labelled ``ignore_index`` or :data:`~segzoo.labels.PAD_LABEL` are counted nowhere. Classes that never occur get weight 0.
 
     ``dataset_or_masks`` yields label masks (H, W) or batches of them (N, H, W), as tensors or
@@ -25,6 +29,8 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
     ``num_classes`` weights, ready for ``nn.CrossEntropyLoss(weight=...)``.
     """
     num_classes = check_int("num_classes", num_classes, 1)
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 1:
+        raise ValueError(f"power must be a number in [0, 1], got {power!r}")
     ignore_index = check_optional_int("ignore_index", ignore_index)
     pixels = np.zeros(num_classes, dtype=np.int64)
     image_pixels = np.zeros(num_classes, dtype=np.int64)
@@ -50,5 +56,5 @@ def median_frequency_weights(dataset_or_masks: Iterable[Any], num_classes: int, 
         raise ValueError("no labelled pixels found: class frequencies need at least one pixel not labelled ignore_index")
     frequency = pixels[present] / image_pixels[present]
     weights = np.zeros(num_classes)
-    weights[present] = np.median(frequency) / frequency
+    weights[present] = (np.median(frequency) / frequency) ** power
     return torch.from_numpy(weights).float()

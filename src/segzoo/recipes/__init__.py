@@ -29,6 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from ..data.config import CLASS_WEIGHTINGS as DATA_CLASS_WEIGHTINGS
 from ..data.layouts import LAYOUTS
 from ..losses import format_loss_spec, parse_loss_spec
 from ..models.registry import list_models
@@ -37,7 +38,7 @@ from ..training.config import OPTIMIZERS, SCHEDULES
 from ..training.precision import AMP_MODES
 
 SUFFIX = ".toml"
-CLASS_WEIGHTINGS = ("median", "none")
+CLASS_WEIGHTINGS = (*DATA_CLASS_WEIGHTINGS, "none")
 
 
 def _choice(choices: Callable[[], tuple[str, ...] | list[str]]) -> Callable[[Any], Any]:

@@ -16,6 +16,7 @@ import torch
 
 from .. import viz
 from ..data import DataConfig, InMemoryDataset, SyntheticShapes, eval_transforms, train_transforms
+from ..data.config import CLASS_WEIGHTING_POWERS
 from ..io.atomic import check_writable_folder
 from ..io.checkpoint import load
 from ..io.run_description import RunDescription
@@ -97,7 +98,10 @@ def train(
     if data.cache:
         train_set = InMemoryDataset(train_set, name="training split")
         val_set = InMemoryDataset(val_set, name="validation split")
-    weights = median_frequency_weights(train_set, train_set.num_classes, ignore_index) if data.class_weights == "median" else None
+    weights = None
+    if data.class_weights is not None:
+        power = CLASS_WEIGHTING_POWERS[data.class_weights]
+        weights = median_frequency_weights(train_set, train_set.num_classes, ignore_index, power=power)
     if data.crop_size is not None:
         train_set.transforms = train_transforms(data.crop_size, model.mean, model.std, scale=data.train_scale)
     else:
