@@ -23,6 +23,21 @@ def test_pool_then_unpool_matches_reference(size, ceil_mode):
     np.testing.assert_array_equal(restored.numpy(), unpool(values, positions, size))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_native_unpool_keeps_bf16_under_autocast(channels_last):
+    """Under CPU bf16 autocast (which would run max_unpool2d in float32) native unpooling of a bf16
+    map returns bf16 holding exactly the reference's values: no float32 round trip of the map."""
+    x = torch.randn(1, 4, 23, 30, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", torch.bfloat16):
+        pooled, indices = max_pool_with_indices(x, ceil_mode=True)
+        restored = max_unpool(pooled, indices, x.shape[-2:])
+    assert indices.dtype == torch.int64 and restored.dtype == torch.bfloat16
+    values, positions = pool(x.float().numpy().astype(np.float64), True)
+    np.testing.assert_array_equal(restored.float().numpy(), unpool(values, positions, (23, 30)))
+
+
 def test_ties_go_to_the_first_position_in_the_window():
     """A constant window keeps its top-left element, in agreement with the reference."""
     x = torch.ones(1, 1, 3, 3, dtype=torch.float64)

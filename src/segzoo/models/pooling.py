@@ -50,6 +50,11 @@ def max_unpool(x: Tensor, indices: Tensor, size: Size | tuple[int, int]) -> Tens
     (H, W): the size PyTorch infers without it is wrong for odd sizes and for ceil-mode pooling.
     """
     if indices.dtype == torch.int64:
+        if torch.is_autocast_enabled(x.device.type):
+            # autocast runs max_unpool2d in float32; placing values is exact in any dtype, so unpool
+            # in x's own: the same values, without two casts of the map (SegNet under bf16 autocast)
+            with torch.autocast(x.device.type, enabled=False):
+                return F.max_unpool2d(x, indices, 2, 2, output_size=size[-2:])
         return F.max_unpool2d(x, indices, 2, 2, output_size=size[-2:])
     if indices.dtype != torch.uint8:
         raise TypeError(f"max_unpool expects int64 (native) or uint8 (compact) indices, got {indices.dtype}")
