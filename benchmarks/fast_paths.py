@@ -6,8 +6,9 @@
 
 Variants: ``reference`` (benchmarks/models.py's plain eager port: conv, separate BN, NCHW, fp32),
 ``fused`` (:func:`segzoo.fuse_for_inference`, eager), ``optimize fp32`` / ``optimize bf16`` /
-``optimize int8`` (:func:`segzoo.optimize`; bf16 only where native, int8 needs torchao), ``optimize bf16 eager``
-(``segzoo.optimize(model, torch.bfloat16, compiled=False)``: the fused model under autocast) and ``onnxruntime``
+``optimize int8`` (:func:`segzoo.optimize`; bf16 only where native, int8 needs torchao), ``optimize fp32 eager`` /
+``optimize bf16 eager`` (``segzoo.optimize(model, dtype, compiled=False)``: the fused model with prepacked
+convolutions, bf16 under autocast) and ``onnxruntime``
 (:func:`segzoo.export_onnx`, CPU provider). Every variant's repetitions alternate with the reference's in
 the same loop, so both see the same machine load; the table gives medians. Peaks are measured on the same
 threads: fp32 and bf16 matmul (4096) and a 256-channel 3x3 conv (56x56, batch 8); each variant's TFLOP/s
@@ -41,7 +42,8 @@ from segzoo.inference.optimize import native_bf16  # noqa: E402
 from segzoo.metrics import upsample_logits  # noqa: E402
 
 MODELS = ("segnet", "segnet_basic", "fcn8s")
-VARIANTS = ("reference", "fused", "optimize fp32", "optimize bf16", "optimize bf16 eager", "optimize int8", "onnxruntime")
+VARIANTS = ("reference", "fused", "optimize fp32", "optimize fp32 eager", "optimize bf16", "optimize bf16 eager", "optimize int8",
+            "onnxruntime")
 
 
 def seconds(run: Callable[[], object]) -> float:
@@ -120,10 +122,10 @@ def checkpoint_split(data: str, layout: str, split: str):
 
 
 def training_images(data: str, layout: str, count: int) -> list[Tensor]:
-    """The first ``count`` training images: int8's calibration on real data (never the validation
-    split it is scored on)."""
+    """The first ``count`` training images (all, if there are fewer): int8's calibration on real data
+    (never the validation split it is scored on)."""
     dataset = checkpoint_split(data, layout, "train")
-    return [dataset[i][0][None] for i in range(count)]
+    return [dataset[i][0][None] for i in range(min(count, len(dataset)))]
 
 
 def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], data: str, layout: str) -> dict[str, tuple[float, float]]:
@@ -197,7 +199,7 @@ def main() -> None:
             times = time_side_by_side(variants, x, args.reps)
             for variant, secs in times.items():
                 tflops = flops / secs / 1e12
-                peak = peaks.get("conv fp32" if variant in ("reference", "fused", "optimize fp32", "onnxruntime") else "conv bf16")
+                peak = peaks.get("conv bf16" if "bf16" in variant or "int8" in variant else "conv fp32")
                 mib = f"{peak_forward_bytes(variants[variant], x) / MiB:.0f}" if variant in ("reference", "fused") else "-"
                 share = f"{100 * tflops / peak:.0f}%" if peak else "-"
                 print(f"| {name} | {batch} | {variant} | {1e3 * secs:.1f} | {secs / times['reference']:.2f}x | {tflops:.3g} | {share} | {mib} |", flush=True)

@@ -31,3 +31,24 @@ def test_recipe_throughput_runs_a_recipe_with_adamw(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "camvid-segnet-basic: batch 1 at 360x480" in run.stdout and "images/s" in run.stdout
+
+
+def test_fast_paths_times_the_eager_paths_and_scores_a_checkpoint(tmp_path):
+    """benchmarks/fast_paths.py with a trained checkpoint: a timing row per variant and, on the val
+    split, each path's mIoU difference and argmax agreement with the fp32 eager model."""
+    from segzoo.cli import main
+
+    data = _tiny_camvid(tmp_path / "camvid")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "segnet_basic", "--layout", "camvid", "--data", str(data), "--epochs", "1",
+                 "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, BENCHMARKS / "fast_paths.py", "--checkpoint", out / "last.pt", "--data", data, "--batches", "1",
+         "--size", "48", "64", "--reps", "1", "--variants", "fused", "optimize fp32 eager"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    for variant in ("reference", "fused", "optimize fp32 eager"):
+        assert f"| segnet_basic | 1 | {variant} |" in run.stdout
+    for variant in ("fused", "optimize fp32 eager"):
+        assert f"| segnet_basic | val | {variant} | ΔmIoU +0.00 points | agreement 100.00% | within bounds |" in run.stdout
