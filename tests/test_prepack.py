@@ -4,6 +4,8 @@ left alone."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,3 +111,11 @@ def test_a_packed_conv_keeps_the_attributes_models_read_and_stays_out_of_the_sta
     assert (packed.in_channels, packed.out_channels, packed.kernel_size, packed.stride, packed.padding) == (16, 24, (3, 3), (2, 2), (1, 1))
     assert list(packed.state_dict()) == ["bias"] and torch.equal(packed.bias, torch.zeros(24))
     assert "relu=False" in repr(packed)
+
+
+def test_a_deep_copy_computes_the_same_and_shares_only_the_packed_weight():
+    packed = PrepackedConv2d(_conv(16, 24, 3, 1, 1, 1, 1, True, torch.float32), relu=True)
+    clone = copy.deepcopy(nn.Sequential(packed))[0]
+    x = torch.randn(1, 16, 9, 11)
+    assert torch.equal(clone(x), packed(x)) and clone.relu
+    assert clone.packed_weight is packed.packed_weight and clone.bias is not packed.bias

@@ -13,6 +13,8 @@ its uncompiled paths; the whole models are timed by ``benchmarks/fast_paths.py``
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -30,7 +32,8 @@ class PrepackedConv2d(nn.Module):
     it first, as autocast would; the output has the weight's dtype. ``in_channels``,
     ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation`` and ``groups`` are the
     conv's; ``bias`` is a parameter (zeros for a conv without one), the packed weight is not (it
-    stays out of ``state_dict``: rebuild from the original model to save or move it)."""
+    stays out of ``state_dict`` and is shared by deep copies: rebuild from the original model to
+    save or move it)."""
 
     def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
         super().__init__()
@@ -56,6 +59,15 @@ class PrepackedConv2d(nn.Module):
             x, self.packed_weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
             "relu" if self.relu else "none", [], "",
         )  # fmt: skip
+
+    def __deepcopy__(self, memo: dict) -> PrepackedConv2d:
+        # oneDNN's packed tensor has no storage to copy; it is never written, so copies share it
+        clone = PrepackedConv2d.__new__(PrepackedConv2d)
+        memo[id(self)] = clone
+        state = {key: value for key, value in self.__dict__.items() if key != "packed_weight"}
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        clone.packed_weight = self.packed_weight
+        return clone
 
     def extra_repr(self) -> str:
         return (
