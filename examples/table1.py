@@ -5,8 +5,8 @@
     python examples/table1.py --synthetic --epochs 1 --size 32 32          # seconds, no data needed
 
 Every row trains with its recipe, ``camvid-<variant>`` (``segzoo recipes``; ``segzoo train --recipe
-camvid-fcn-basic ...`` runs one at full size): the paper's median-frequency class balancing, the
-rest (AdamW, poly schedule, crops and flips) as camvid-segnet-basic. Only the budget is
+camvid-fcn-basic ...`` runs one at full size): camvid-segnet-basic's settings (the square roots
+of the paper's median-frequency class weights, AdamW, poly schedule, crops and flips). Only the budget is
 overridden here: ``--epochs``, ``--batch-size`` and the resolution, ``--size H W``, as
 examples/camvid.py reduces it: crops of HxW from CamVid images scaled by the recipe's range times
 H/360, evaluation images resized to HxW (the paper: 360x480 until the training loss converges;

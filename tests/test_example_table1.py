@@ -42,7 +42,7 @@ def test_every_row_trains_with_its_recipe_and_only_the_budget_overridden(table1)
             options["optimizer"], options["lr"], options["weight_decay"], options["schedule"])  # fmt: skip
         assert (config.amp, config.channels_last, data.class_weights, data.cache) == (
             options["amp"], options["channels_last"], options["class_weights"], options["cache"])  # fmt: skip
-        assert (config.optimizer, config.lr, data.class_weights) == ("adamw", 5e-4, "median")  # camvid-segnet-basic's
+        assert (config.optimizer, config.lr, data.class_weights) == ("adamw", 5e-4, "sqrt-median")  # camvid-segnet-basic's
         assert config.val_every == options["val_every"] == 4
 
 

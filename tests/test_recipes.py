@@ -109,7 +109,7 @@ def test_every_recipe_field_is_a_train_option():
 def test_the_paper_settings_are_in_the_recipes():
     basic = load_recipe("camvid-segnet-basic").options
     assert (basic["model"], basic["class_weights"], basic["crop"], basic["epochs"], basic["batch_size"]) == (
-        "segnet_basic", "median", (360, 480), 24, 4
+        "segnet_basic", "sqrt-median", (360, 480), 24, 4
     )  # fmt: skip
     assert load_recipe("camvid-bayesian-segnet-basic").options == {**basic, "dropout": "central"}
     segnet = load_recipe("camvid-segnet").options
@@ -255,7 +255,7 @@ def test_camvid_recipes_run_on_tiny_camvid(camvid, tmp_path, capsys):
         config, data = checkpoint["train_config"], checkpoint["run"]["data"]
         assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("adamw", 5e-4, 0.9, "auto", True)
         assert config["val_every"] == 4
-        assert data["class_weights"] == "median" and data["cache"] is True and tuple(data["crop_size"]) == (16, 24)
+        assert data["class_weights"] == "sqrt-median" and data["cache"] is True and tuple(data["crop_size"]) == (16, 24)
         assert checkpoint["run"]["layout"] == "camvid" and checkpoint["run"]["ignore_index"] == 11
     assert "| Pedestrian |" in capsys.readouterr().out
 
