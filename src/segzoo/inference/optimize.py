@@ -25,15 +25,16 @@ too; sizes whose coarsest pooled map is 1 pixel wide get their own graph (induct
 the weights at each call) but recompile for every new size, which costs tens of seconds each.
 
 ``compiled=False`` skips inductor for float32 and bfloat16: the fused copy runs eagerly (bf16 under
-autocast, the same layers in float32) with native unpooling. On a 2-core AMD EPYC (AVX512-BF16, no
+autocast, the same layers in float32) with native unpooling, and on a CPU its convolutions are
+prepacked for oneDNN once with the ReLU after each fused in (:mod:`segzoo.inference.prepack`). On a 2-core AMD EPYC (AVX512-BF16, no
 AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 against 916 ms, bf16
 281 against 748 ms (medians of 3-5 alternating runs beside a training job; eager bf16 timed with
 every layer under autocast). Most of the compiled
 graphs' loss is the compact unpooling's element-wise code: with native unpooling the same graphs
 took 536 ms (fp32) and 408 ms (bf16) at one size, but the dynamic-size fp32 graph failed its
 second-size test, so the compiled paths keep compact. On a 2-core Xeon with AMX the split is the
-same: SegNet bf16 154 ms eager against 600 ms compiled, while FCN-8s (no unpooling) runs 116 ms
-compiled against 140 ms eager; ``segzoo predict/evaluate --fast auto`` follows it
+same: SegNet bf16 128 ms eager (prepacked) against 635 ms compiled, while FCN-8s (no unpooling)
+runs 115 ms compiled against 117 ms eager; ``segzoo predict/evaluate --fast auto`` follows it
 (:func:`fast_compiled`).
 """
 
@@ -202,9 +203,9 @@ def fast_dtype(name: str, device: torch.device | str) -> torch.dtype | str:
 def fast_compiled(name: str, model: nn.Module, device: torch.device | str, eager: bool = False) -> bool:
     """Whether ``segzoo predict/evaluate --fast NAME`` compiles ``model``: never with ``eager``;
     ``"auto"`` on a CPU runs models that max-unpool (the SegNet family) eagerly, whose compiled
-    graphs keep the slow compact unpooling (SegNet at 1x3x360x480 in bf16: 154 ms eager against
-    600 ms compiled on a 2-core Xeon with AMX; SegNet-Basic 281 against 748 ms on a 2-core AMD EPYC)
-    and compiles the others (FCN-8s: 116 ms compiled, 140 ms eager on the Xeon, same run); ``"fp32"``,
+    graphs keep the slow compact unpooling (SegNet at 1x3x360x480 in bf16: 128 ms eager against
+    635 ms compiled on a 2-core Xeon with AMX; SegNet-Basic 281 against 748 ms on a 2-core AMD EPYC)
+    and compiles the others (FCN-8s: 115 ms compiled, 117 ms eager on the Xeon, same run); ``"fp32"``,
     ``"bf16"`` and ``"int8"``, and ``"auto"`` on a GPU (not measured), compile."""
     if eager:
         return False
@@ -296,7 +297,8 @@ def float_layer_names(model: nn.Module) -> list[str]:
     FCN's score and upscore layers). They hold a small share of the FLOPs, and in low precision
     they cost the most accuracy: on CamVid val, with a SegNet-Basic trained 5 epochs at 90x120
     (``examples/table1.py``), keeping them float32 lifts the argmax agreement with float32 from
-    98.3% to 99.2% (int8) and from 98.6% to 99.0% (bf16 autocast).
+    98.3% to 99.2% (int8) and from 98.6% to 99.0% (bf16 autocast). With the camvid-segnet-basic
+    recipe's model (24 epochs at 360x480) the agreement is 99.52% (bf16) and 99.54% (int8).
     oneDNN also has no int8 kernel for FCN's score convolution fused with its skip addition
     (``qconv2d_pointwise.binary``: "could not create a primitive descriptor")."""
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
