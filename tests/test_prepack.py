@@ -5,6 +5,7 @@ left alone."""
 from __future__ import annotations
 
 import copy
+import platform
 
 import pytest
 import torch
@@ -119,3 +120,11 @@ def test_a_deep_copy_computes_the_same_and_shares_only_the_packed_weight():
     x = torch.randn(1, 16, 9, 11)
     assert torch.equal(clone(x), packed(x)) and clone.relu
     assert clone.packed_weight is packed.packed_weight and clone.bias is not packed.bias
+
+
+def test_nothing_is_prepacked_off_x86(monkeypatch):
+    """Prepacking was measured on x86 only: elsewhere the model is left as it was."""
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    assert not prepack_available() and prepack_convolutions(model) == 0
+    assert type(model[0]) is nn.Conv2d and isinstance(model[1], nn.ReLU)

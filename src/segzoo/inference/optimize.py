@@ -51,11 +51,10 @@ from .._checks import check_bool
 from ..models._inputs import check_images
 from ..models.base import SegmentationModel
 from .fuse import fuse_for_inference
-from .prepack import prepack_convolutions
+from .prepack import X86_MACHINES, prepack_convolutions
 
 #: the ``dtype`` values :func:`optimize` takes, and the ``segzoo predict/evaluate --fast`` names for them
 FAST_DTYPES: dict[str, torch.dtype | str] = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}
-_X86 = ("x86_64", "amd64", "i386", "i686")
 
 
 class OptimizedModel(nn.Module):
@@ -241,7 +240,7 @@ def _dtype_name(dtype: torch.dtype | str) -> str:
 
 
 def _calibration_batches(calibration: Any, model: SegmentationModel, device: torch.device) -> list[Tensor]:
-    if device.type != "cpu" or platform.machine().lower() not in _X86:
+    if device.type != "cpu" or platform.machine().lower() not in X86_MACHINES:
         raise ValueError(f"int8 (the x86 inductor quantizer) runs on x86 CPUs only, got {device} on {platform.machine()}")
     if calibration is None:
         raise ValueError("dtype='int8' needs calibration images: a normalised float32 batch (N, C, H, W) or a list of them")

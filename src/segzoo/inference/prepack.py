@@ -14,16 +14,24 @@ its uncompiled paths; the whole models are timed by ``benchmarks/fast_paths.py``
 from __future__ import annotations
 
 import copy
+import platform
 
 import torch
 from torch import Tensor, nn
 
 _PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
+#: ``platform.machine()`` names of x86 CPUs
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 
 def prepack_available() -> bool:
-    """Whether this PyTorch build has oneDNN's pointwise convolution (x86 and Arm CPU builds do)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    """Whether convolutions are prepacked here: x86 CPUs (where it was measured) with a PyTorch
+    build that has oneDNN's pointwise convolution."""
+    return (
+        platform.machine().lower() in X86_MACHINES
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    )
 
 
 class PrepackedConv2d(nn.Module):
