@@ -25,9 +25,9 @@ too; sizes whose coarsest pooled map is 1 pixel wide get their own graph (induct
 the weights at each call) but recompile for every new size, which costs tens of seconds each.
 
 ``compiled=False`` skips inductor for float32 and bfloat16: the fused copy runs eagerly (bf16 under
-autocast, the same layers in float32) with native unpooling, and on a CPU its convolutions are
-prepacked for oneDNN once with the ReLU after each fused in (:mod:`segzoo.inference.prepack`). On a 2-core AMD EPYC (AVX512-BF16, no
-AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 against 916 ms, bf16
+autocast, the same layers in float32) with native unpooling, and on an x86 CPU its convolutions
+are prepacked for oneDNN once with the ReLU after each fused in (:mod:`segzoo.inference.prepack`).
+On a 2-core AMD EPYC (AVX512-BF16, no AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 against 916 ms, bf16
 281 against 748 ms (medians of 3-5 alternating runs beside a training job; eager bf16 timed with
 every layer under autocast). Most of the compiled
 graphs' loss is the compact unpooling's element-wise code: with native unpooling the same graphs
@@ -134,7 +134,8 @@ def optimize(
     later calls at any size reuse it. ``model`` itself is not changed.
 
     ``compiled=False`` (float32 and bfloat16) runs the same fused copy eagerly, bf16 under autocast
-    with the same float32 layers: no compile wait, and on CPUs where inductor's convolutions do not
+    with the same float32 layers, its convolutions prepacked with their ReLUs fused (x86 CPUs): no
+    compile wait, and on CPUs where inductor's convolutions do not
     beat oneDNN's eager ones it is the faster path (SegNet-Basic at 1x3x360x480, bf16, on a 2-core
     AMD EPYC, every layer under autocast: 281 ms eager against 748 ms compiled; README, Deployment).
     """
