@@ -27,9 +27,9 @@ the weights at each call) but recompile for every new size, which costs tens of 
 ``compiled=False`` skips inductor for float32 and bfloat16: the fused copy runs eagerly (bf16 under
 autocast, the same layers in float32) with native unpooling, and on an x86 CPU its convolutions
 are prepacked for oneDNN once with the ReLU after each fused in (:mod:`segzoo.inference.prepack`).
-On a 2-core AMD EPYC (AVX512-BF16, no AMX) that beats the compiled graphs: SegNet-Basic at 1x3x360x480, fp32 444 against 916 ms, bf16
-281 against 748 ms (medians of 3-5 alternating runs beside a training job; eager bf16 timed with
-every layer under autocast). Most of the compiled
+On a 2-core AMD EPYC (AVX512-BF16, no AMX) that beats the compiled graphs: SegNet-Basic at
+1x3x360x480, fp32 444 against 916 ms, bf16 281 against 748 ms (medians of 3-5 alternating runs
+beside a training job; eager bf16 timed with every layer under autocast). Most of the compiled
 graphs' loss is the compact unpooling's element-wise code: with native unpooling the same graphs
 took 536 ms (fp32) and 408 ms (bf16) at one size, but the dynamic-size fp32 graph failed its
 second-size test, so the compiled paths keep compact. On a 2-core Xeon with AMX the split is the
