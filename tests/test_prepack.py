@@ -55,19 +55,20 @@ def test_float32_matches_the_conv_in_float64(spec, size, relu):
 
 @pytest.mark.isolated  # bf16 kernels have crashed natively on some CPUs (issue 17): this test fails, not the run
 @pytest.mark.skipif(not native_bf16("cpu"), reason="bf16 is only prepacked where it is native")
-@pytest.mark.parametrize("spec", CONVS)
-def test_bfloat16_matches_the_conv_and_casts_float32_input(spec):
+def test_bfloat16_matches_the_conv_and_casts_float32_input():
     """bf16 weights: the output is bf16 and within bf16 rounding of the float64 conv of the same
-    bf16 values; float32 input is cast to bf16 first, as autocast does."""
-    conv = _conv(*spec, torch.bfloat16)
-    packed = PrepackedConv2d(conv, relu=True)
-    x = torch.randn(2, spec[0], 29, 41, generator=torch.Generator().manual_seed(2))
-    expected = F.relu(F.conv2d(x.bfloat16().double(), conv.weight.double(), None if conv.bias is None else conv.bias.double(),
-                               conv.stride, conv.padding, conv.dilation, conv.groups))  # fmt: skip
-    for given in (x, x.bfloat16().contiguous(memory_format=torch.channels_last)):
-        got = packed(given)
-        assert got.dtype == torch.bfloat16
-        torch.testing.assert_close(got.double(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+    bf16 values; float32 input is cast to bf16 first, as autocast does. (One test for every conv:
+    each isolated test costs a process.)"""
+    for spec in CONVS:
+        conv = _conv(*spec, torch.bfloat16)
+        packed = PrepackedConv2d(conv, relu=True)
+        x = torch.randn(2, spec[0], 29, 41, generator=torch.Generator().manual_seed(2))
+        bias = None if conv.bias is None else conv.bias.double()
+        expected = F.relu(F.conv2d(x.bfloat16().double(), conv.weight.double(), bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+        for given in (x, x.bfloat16().contiguous(memory_format=torch.channels_last)):
+            got = packed(given)
+            assert got.dtype == torch.bfloat16, spec
+            torch.testing.assert_close(got.double(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item(), msg=str(spec))
 
 
 def test_the_relu_after_a_conv_is_fused_across_identities_and_nothing_else():
