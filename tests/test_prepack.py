@@ -97,6 +97,25 @@ def test_the_relu_after_a_conv_is_fused_across_identities_and_nothing_else():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_no_relu_is_fused_where_a_sequential_runs_its_own_forward():
+    """A Sequential subclass may do something between the conv and the ReLU: its convs are packed,
+    its ReLUs stay where they are, and the output is unchanged."""
+
+    class Residual(nn.Sequential):
+        def forward(self, x):
+            return self[1](self[0](x) - 1.0)
+
+    torch.manual_seed(0)
+    model = Residual(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 9, 11)
+    with torch.no_grad():
+        expected = model(x)
+        assert prepack_convolutions(model) == 1
+        got = model(x)
+    assert isinstance(model[0], PrepackedConv2d) and not model[0].relu and isinstance(model[1], nn.ReLU)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_what_cannot_be_prepacked_is_left_alone_or_refused():
     score = ScoreConv2d(16, 5)
     assert not packable(score) and not packable(nn.ConvTranspose2d(4, 4, 3)) and not packable(nn.Conv2d(4, 4, 3, padding="same"))

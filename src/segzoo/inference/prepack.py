@@ -99,14 +99,17 @@ def packable(module: nn.Module) -> bool:
 def prepack_convolutions(model: nn.Module) -> int:
     """Replace every :func:`packable` conv of ``model`` (in place, for inference) by a
     :class:`PrepackedConv2d`, fusing the ``nn.ReLU`` that directly follows one inside an
-    ``nn.Sequential`` (``nn.Identity`` children between them, such as a folded BatchNorm's, are
+    ``nn.Sequential`` that runs its children in order (not a subclass with its own ``forward``;
+    ``nn.Identity`` children between them, such as a folded BatchNorm's, are
     skipped; the ReLU becomes an ``nn.Identity``). Outputs are those of the model before, up to
     float rounding (bitwise in bfloat16 at the sizes tested). Returns how many convs it replaced;
     0 where :func:`prepack_available` is false."""
     if not prepack_available():
         return 0
     fused_relus = set()
-    for sequential in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+    # only where the Sequential runs its children in order (a subclass may run them otherwise)
+    in_order = [m for m in model.modules() if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward]
+    for sequential in in_order:
         children = list(sequential._modules.items())
         for i, (_, child) in enumerate(children):
             if not packable(child):
