@@ -34,23 +34,26 @@ def _conv(i, o, k, s, p, d, g, bias, dtype) -> nn.Conv2d:
     return nn.Conv2d(i, o, k, stride=s, padding=p, dilation=d, groups=g, bias=bias).to(dtype).eval().requires_grad_(False)
 
 
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("post_op", ["none", "relu", "clamp"])
 @pytest.mark.parametrize("spec", CONVS)
 @pytest.mark.parametrize("size", [(1, 37, 53), (2, 5, 7), (1, 360, 48)])
-def test_float32_matches_the_conv_in_float64(spec, size, relu):
+def test_float32_matches_the_conv_in_float64(spec, size, post_op):
     conv = _conv(*spec, torch.float32)
-    packed = PrepackedConv2d(conv, relu=relu)
+    low, high = -0.3, 0.2
+    packed = PrepackedConv2d(conv, relu=post_op == "relu", clamp=(low, high) if post_op == "clamp" else None)
     n, h, w = size
     x = torch.randn(n, spec[0], h, w, generator=torch.Generator().manual_seed(1))
     expected = F.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else conv.bias.double(),
                         conv.stride, conv.padding, conv.dilation, conv.groups)  # fmt: skip
-    expected = expected.clamp_min(0) if relu else expected
+    expected = {"none": expected, "relu": expected.clamp_min(0), "clamp": expected.clamp(low, high)}[post_op]
     for memory_format in (torch.contiguous_format, torch.channels_last):
         got = packed(x.contiguous(memory_format=memory_format))
         assert got.dtype == torch.float32 and got.shape == expected.shape
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
-    if relu:
+    if post_op == "relu":
         assert (got >= 0).all() and (got == 0).any()
+    if post_op == "clamp":
+        assert (got == low).any() and (got == high).any()
 
 
 @pytest.mark.isolated  # bf16 kernels have crashed natively on some CPUs (issue 17): this test fails, not the run
@@ -124,6 +127,8 @@ def test_what_cannot_be_prepacked_is_left_alone_or_refused():
     assert prepack_convolutions(model) == 0 and model[0] is score
     with pytest.raises(ValueError, match="only a zero-padded CPU nn.Conv2d"):
         PrepackedConv2d(nn.Conv2d(4, 4, 3, padding="same"))
+    with pytest.raises(ValueError, match="a ReLU or a clamp, not both"):
+        PrepackedConv2d(nn.Conv2d(4, 4, 3), relu=True, clamp=(0.0, 1.0))
 
 
 def test_a_packed_conv_keeps_the_attributes_models_read_and_stays_out_of_the_state_dict():

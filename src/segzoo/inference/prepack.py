@@ -34,22 +34,42 @@ def prepack_available() -> bool:
     )
 
 
-class PrepackedConv2d(nn.Module):
+class PackedWeightModule(nn.Module):
+    """A module holding oneDNN-packed weights in ``packed_weight``: a tensor with no storage to copy,
+    never written, so deep copies share it (it stays out of ``state_dict``; rebuild from the original
+    model to save or move it)."""
+
+    packed_weight: Tensor
+
+    def __deepcopy__(self, memo: dict) -> PackedWeightModule:
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        state = {key: value for key, value in self.__dict__.items() if key != "packed_weight"}
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        clone.packed_weight = self.packed_weight
+        return clone
+
+
+class PrepackedConv2d(PackedWeightModule):
     """An inference-only ``nn.Conv2d`` (zero padding) whose weight is stored in oneDNN's layout,
-    optionally with the ReLU after it fused in. Input of another dtype than the weight's is cast to
-    it first, as autocast would; the output has the weight's dtype. ``in_channels``,
+    optionally with the ReLU after it fused in, or a clamp of its output to ``clamp = (low, high)``
+    (oneDNN's hardtanh post-op). Input of another dtype than the weight's is cast to it first, as
+    autocast would; the output has the weight's dtype. ``in_channels``,
     ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation`` and ``groups`` are the
     conv's; ``bias`` is a parameter (zeros for a conv without one), the packed weight is not (it
     stays out of ``state_dict`` and is shared by deep copies: rebuild from the original model to
     save or move it)."""
 
-    def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
+    def __init__(self, conv: nn.Conv2d, relu: bool = False, clamp: tuple[float, float] | None = None) -> None:
         super().__init__()
         if not packable(conv):
             raise ValueError(f"only a zero-padded CPU nn.Conv2d with float32 or bfloat16 weights can be prepacked, got {conv}")
+        if relu and clamp is not None:
+            raise ValueError("a prepacked conv fuses a ReLU or a clamp, not both")
         for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
             setattr(self, name, getattr(conv, name))
         self.relu = relu
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
         weight = conv.weight.detach()
         self.dtype = weight.dtype
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=weight.dtype)
@@ -65,22 +85,19 @@ class PrepackedConv2d(nn.Module):
             x = x.to(self.dtype)
         return torch.ops.mkldnn._convolution_pointwise(
             x, self.packed_weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
-            "relu" if self.relu else "none", [], "",
+            *self._post_op(), "",
         )  # fmt: skip
 
-    def __deepcopy__(self, memo: dict) -> PrepackedConv2d:
-        # oneDNN's packed tensor has no storage to copy; it is never written, so copies share it
-        clone = PrepackedConv2d.__new__(PrepackedConv2d)
-        memo[id(self)] = clone
-        state = {key: value for key, value in self.__dict__.items() if key != "packed_weight"}
-        clone.__dict__.update(copy.deepcopy(state, memo))
-        clone.packed_weight = self.packed_weight
-        return clone
+    def _post_op(self) -> tuple[str, list[float]]:
+        if self.clamp is not None:
+            return "hardtanh", list(self.clamp)
+        return ("relu" if self.relu else "none"), []
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, dtype={self.dtype}, relu={self.relu}"
+            + (f", clamp={self.clamp}" if self.clamp is not None else "")
         )
 
 
