@@ -16,6 +16,7 @@ from torch._dynamo.utils import counters
 import segzoo
 from segzoo.cli import main
 from segzoo.inference import InferenceOptions, infer, mc_predict
+from segzoo.inference.eager_int8 import eager_int8_available
 from segzoo.inference.optimize import FAST_DTYPES, _Float32, fast_compiled, fast_dtype, float_layer_names, native_bf16
 from segzoo.inference.prepack import PrepackedConv2d
 
@@ -120,9 +121,9 @@ def test_uncompiled_fp32_is_the_model_without_dynamo_at_any_size():
     assert _recompiles() == graphs  # nothing was traced or compiled
 
 
-def test_uncompiled_int8_and_a_non_bool_compiled_are_refused():
-    with pytest.raises(ValueError, match="int8 runs compiled only"):
-        segzoo.optimize(_model(), "int8", calibration=torch.zeros(1, 3, 32, 32), compiled=False)
+def test_uncompiled_int8_beyond_the_segnet_family_and_a_non_bool_compiled_are_refused():
+    with pytest.raises(ValueError, match="uncompiled int8 runs the SegNet family only"):
+        segzoo.optimize(segzoo.FCN32s(num_classes=3), "int8", calibration=torch.zeros(1, 3, 32, 32), compiled=False)
     with pytest.raises(TypeError, match="compiled must be a bool"):
         segzoo.optimize(_model(), compiled="no")
 
@@ -269,9 +270,8 @@ def test_cli_refuses_fast_with_mc_and_calibration_without_int8(tmp_path, capsys)
     assert "live dropout" in capsys.readouterr().err
     assert main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--calibration", str(tmp_path)]) == 2
     assert "--calibration is for --fast int8" in capsys.readouterr().err
-    for fast in ([], ["--fast", "int8"]):
-        assert main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), *fast, "--eager"]) == 2
-        assert "--eager is for --fast auto, fp32 or bf16" in capsys.readouterr().err
+    assert main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--eager"]) == 2
+    assert "--eager is for --fast" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--fast", "fp16"])
 
@@ -299,13 +299,15 @@ def test_cli_predict_fast_runs_what_optimize_returns(tmp_path, monkeypatch):
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "int8"), "--fast", "int8"]) == 0
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "uncompiled"), "--fast", "fp32", "--eager"]) == 0
     assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "auto"), "--fast"]) == 0
+    assert main(["predict", str(checkpoint), *paths, "--out", str(tmp_path / "int8_eager"), "--fast", "int8", "--eager"]) == 0
     assert asked[0] == (torch.float32, None, True)
     assert asked[1][0] == "int8" and sum(shape[0] for shape in asked[1][1]) == 2 and asked[1][1][0][1:] == (3, 40, 56)
     assert asked[1][2] and asked[2] == (torch.float32, None, False)
     assert asked[3] == (fast_dtype("auto", "cpu"), None, False)  # SegNet-Basic unpools: auto runs it eagerly
+    assert asked[4] == (asked[1][0], asked[1][1], False)
     for i in range(2):
         eager = np.array(Image.open(tmp_path / "eager" / f"{i}_mask.png"))
-        for out in ("fast", "int8", "uncompiled", "auto"):
+        for out in ("fast", "int8", "uncompiled", "auto", "int8_eager"):
             np.testing.assert_array_equal(np.array(Image.open(tmp_path / out / f"{i}_mask.png")), eager)
 
 
@@ -323,3 +325,6 @@ def test_cli_evaluate_fast_eager_scores_as_the_model(tmp_path, folder_dataset, c
     assert _recompiles() == graphs  # nothing was compiled
     assert main(["evaluate", str(checkpoint), "--data", str(folder_dataset), "--fast"]) == 0  # auto: SegNet-Basic eager
     assert "| mIoU |" in capsys.readouterr().out and _recompiles() == graphs
+    if eager_int8_available():  # calibrated on the split's first images, run eagerly: nothing compiled either
+        assert main(["evaluate", str(checkpoint), "--data", str(folder_dataset), "--fast", "int8", "--eager"]) == 0
+        assert "| mIoU |" in capsys.readouterr().out and _recompiles() == graphs

@@ -160,8 +160,8 @@ def _inference_arguments(command: argparse.ArgumentParser) -> None:
                               "(eager there: faster than its compiled graphs); int8 = post-training quantization (x86 CPU, "
                               "segzoo[int8]); a compiled first run waits for the compiler (tens of seconds to minutes)")
     command.add_argument("--eager", action="store_true",
-                         help="with --fast fp32/bf16/auto: run the fused model eagerly instead of compiling it (no compile wait; "
-                              "faster than compiled on some CPUs, see the README's Deployment section)")
+                         help="with --fast: run the fused model eagerly instead of compiling it (no compile wait; faster than "
+                              "compiled on some CPUs, see the README's Deployment section); int8: the SegNet family only")
     command.add_argument("--calibration", metavar="DIR",
                          help="with --fast int8: calibrate on the images in DIR (default: the first few images to predict / "
                               "of the split)")
@@ -177,8 +177,8 @@ def _inference_options(args: argparse.Namespace) -> InferenceOptions:
 def _check_fast(args: argparse.Namespace) -> None:
     if args.calibration is not None and args.fast != "int8":
         raise ValueError("--calibration is for --fast int8")
-    if args.eager and args.fast in (None, "int8"):
-        raise ValueError("--eager is for --fast auto, fp32 or bf16 (int8 runs compiled only)")
+    if args.eager and args.fast is None:
+        raise ValueError("--eager is for --fast (auto, fp32, bf16, or int8 for the SegNet family)")
     if args.fast is not None:
         refuse_mc_dropout(args.mc)
 

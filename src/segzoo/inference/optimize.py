@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from .._checks import check_bool
 from ..models._inputs import check_images
 from ..models.base import SegmentationModel
+from .eager_int8 import EagerInt8SegNet, eager_int8_supported
 from .fuse import fuse_for_inference
 from .prepack import X86_MACHINES, prepack_convolutions
 
@@ -152,10 +153,10 @@ def optimize(
     device = weight.device
     if dtype != "int8" and calibration is not None:
         raise ValueError("calibration images are for dtype='int8' only")
-    if dtype == "int8" and not compiled:
+    if dtype == "int8" and not compiled and not eager_int8_supported(model):
         raise ValueError(
-            "int8 runs compiled only (uncompiled, its graph is float32 convolutions between quantize and "
-            "dequantize steps, slower than float32); drop compiled=False"
+            f"uncompiled int8 runs the SegNet family only (segzoo.inference.eager_int8), got {type(model).__name__}; "
+            "drop compiled=False"
         )
     if dtype == torch.bfloat16:
         check_native_bf16(device)
@@ -165,6 +166,8 @@ def optimize(
     fused = fuse_for_inference(model, channels_last=True, unpooling="compact" if compiled else None)
     if dtype == "int8":
         batches = _calibration_batches(calibration, model, device)
+        if not compiled:
+            return OptimizedModel(fused, EagerInt8SegNet(fused, batches), dtype, fused.encoder.min_size, compiled=False)
         return OptimizedModel(fused, _quantized(fused, batches), dtype, _int8_min_size(fused), compiled=True)
     autocast = dtype == torch.bfloat16
     float_layers = float_layer_names(fused) if autocast else []
