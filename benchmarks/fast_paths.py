@@ -8,12 +8,14 @@ Variants: ``reference`` (benchmarks/models.py's plain eager port: conv, separate
 ``fused`` (:func:`segzoo.fuse_for_inference`, eager), ``optimize fp32`` / ``optimize bf16`` /
 ``optimize int8`` (:func:`segzoo.optimize`; bf16 only where native, int8 needs torchao), ``optimize fp32 eager`` /
 ``optimize bf16 eager`` (``segzoo.optimize(model, dtype, compiled=False)``: the fused model with prepacked
-convolutions, bf16 under autocast) and ``onnxruntime``
+convolutions, bf16 under autocast), ``optimize int8 eager`` (the SegNet family only:
+:mod:`segzoo.inference.eager_int8`) and ``onnxruntime``
 (:func:`segzoo.export_onnx`, CPU provider). Every variant's repetitions alternate with the reference's in
 the same loop, so both see the same machine load; the table gives medians. Peaks are measured on the same
-threads: fp32 and bf16 matmul (4096) and a 256-channel 3x3 conv (56x56, batch 8); each variant's TFLOP/s
-(the model's FLOPs from ``FlopCounterMode`` over its median time) is given as a fraction of the conv peak
-of its dtype (int8 against the bf16 peak). Memory: peak bytes of the tensors a forward creates (eager
+threads: fp32 and bf16 matmul (4096) and a 256-channel 3x3 conv (56x56, batch 8), and that conv in
+eager int8 (uint8 to uint8, :class:`~segzoo.inference.eager_int8.QuantizedConv2d`); each variant's TFLOP/s
+(the model's FLOPs from ``FlopCounterMode`` over its median time; int8: TOP/s) is given as a fraction of
+the conv peak of its dtype. Memory: peak bytes of the tensors a forward creates (eager
 variants; compiled graphs and onnxruntime allocate outside PyTorch's dispatcher, so they show "-").
 With ``--checkpoint``/``--data``, every path scores the validation split: mIoU difference from the fp32
 eager model (bound: 0.3 points) and pixel argmax agreement with it (bound: 99.5 %); int8 is then
@@ -38,12 +40,13 @@ from models import MiB, forward_flops, peak_forward_bytes, reference  # noqa: E4
 
 import segzoo  # noqa: E402
 from segzoo.inference.calibration import CALIBRATION_IMAGES  # noqa: E402
+from segzoo.inference.eager_int8 import QuantizedConv2d, eager_int8_available, eager_int8_supported  # noqa: E402
 from segzoo.inference.optimize import native_bf16  # noqa: E402
 from segzoo.metrics import upsample_logits  # noqa: E402
 
 MODELS = ("segnet", "segnet_basic", "fcn8s")
 VARIANTS = ("reference", "fused", "optimize fp32", "optimize fp32 eager", "optimize bf16", "optimize bf16 eager", "optimize int8",
-            "onnxruntime")
+            "optimize int8 eager", "onnxruntime")
 
 
 def seconds(run: Callable[[], object]) -> float:
@@ -53,7 +56,8 @@ def seconds(run: Callable[[], object]) -> float:
 
 
 def measured_peaks(reps: int) -> dict[str, float]:
-    """TFLOP/s of a 4096 matmul and a 256-channel 3x3 conv (batch 8, 56x56), fp32 and bf16."""
+    """TFLOP/s of a 4096 matmul and a 256-channel 3x3 conv (batch 8, 56x56), fp32 and bf16, and
+    TOP/s of the conv in eager int8."""
     peaks = {}
     a = torch.randn(4096, 4096)
     x = torch.randn(8, 256, 56, 56).contiguous(memory_format=torch.channels_last)
@@ -68,6 +72,12 @@ def measured_peaks(reps: int) -> dict[str, float]:
                 m @ m, c(xc)
             peaks[f"matmul {name}"] = 2 * 4096**3 / min(seconds(lambda: m @ m) for _ in range(reps + 2)) / 1e12
             peaks[f"conv {name}"] = conv_flops / min(seconds(lambda: c(xc)) for _ in range(reps + 2)) / 1e12
+    if eager_int8_available():
+        qconv, xq = QuantizedConv2d(conv.float(), False, (0.02, 0), (0.05, 0)), torch.randint(0, 256, x.shape, dtype=torch.uint8)
+        xq = xq.contiguous(memory_format=torch.channels_last)
+        for _ in range(2):
+            qconv(xq)
+        peaks["conv int8"] = conv_flops / min(seconds(lambda: qconv(xq)) for _ in range(reps + 2)) / 1e12
     return peaks
 
 
@@ -85,7 +95,7 @@ def build_variants(
             out[variant] = segzoo.fuse_for_inference(model)
         elif variant.startswith("optimize"):
             dtype, compiled = variant.split()[1], not variant.endswith("eager")
-            if dtype == "bf16" and not native_bf16("cpu"):
+            if (dtype == "bf16" and not native_bf16("cpu")) or (dtype == "int8" and not compiled and not eager_int8_supported(model)):
                 continue
             out[variant] = segzoo.optimize(model, dtype, calibration=calibration if dtype == "int8" else None, compiled=compiled)
         elif variant == "onnxruntime":
@@ -199,7 +209,7 @@ def main() -> None:
             times = time_side_by_side(variants, x, args.reps)
             for variant, secs in times.items():
                 tflops = flops / secs / 1e12
-                peak = peaks.get("conv bf16" if "bf16" in variant or "int8" in variant else "conv fp32")
+                peak = peaks.get(next((f"conv {dtype}" for dtype in ("bf16", "int8") if dtype in variant), "conv fp32"))
                 mib = f"{peak_forward_bytes(variants[variant], x) / MiB:.0f}" if variant in ("reference", "fused") else "-"
                 share = f"{100 * tflops / peak:.0f}%" if peak else "-"
                 print(f"| {name} | {batch} | {variant} | {1e3 * secs:.1f} | {secs / times['reference']:.2f}x | {tflops:.3g} | {share} | {mib} |", flush=True)

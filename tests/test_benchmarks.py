@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segzoo.inference.eager_int8 import eager_int8_available
+
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
@@ -44,11 +46,14 @@ def test_fast_paths_times_the_eager_paths_and_scores_a_checkpoint(tmp_path):
                  "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
     run = subprocess.run(
         [sys.executable, BENCHMARKS / "fast_paths.py", "--checkpoint", out / "last.pt", "--data", data, "--batches", "1",
-         "--size", "48", "64", "--reps", "1", "--variants", "fused", "optimize fp32 eager"],
+         "--size", "48", "64", "--reps", "1", "--variants", "fused", "optimize fp32 eager", "optimize int8 eager"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    for variant in ("reference", "fused", "optimize fp32 eager"):
+    int8 = ["optimize int8 eager"] if eager_int8_available() else []
+    for variant in ("reference", "fused", "optimize fp32 eager", *int8):
         assert f"| segnet_basic | 1 | {variant} |" in run.stdout
     for variant in ("fused", "optimize fp32 eager"):
         assert f"| segnet_basic | val | {variant} | ΔmIoU +0.00 points | agreement 100.00% | within bounds |" in run.stdout
+    for variant in int8:  # scored like the others; a one-epoch model's bounds say nothing of int8
+        assert f"| segnet_basic | val | {variant} | ΔmIoU " in run.stdout
