@@ -15,7 +15,10 @@ call.
 - ``"int8"``: post-training static quantization with PT2E and the x86 inductor quantizer (torchao's
   ``torchao.quantization.pt2e``; torch 2.14 no longer ships ``torch.ao.quantization.quantize_pt2e``),
   calibrated on ``calibration`` images; x86 CPUs only; needs ``pip install "segzoo[int8]"``. The first
-  convolution and the class-score layers stay float32 (:func:`float_layer_names`).
+  convolution and the class-score layers stay float32 (:func:`float_layer_names`). With
+  ``compiled=False`` the SegNet family runs int8 eagerly instead (:mod:`segzoo.inference.eager_int8`:
+  oneDNN's int8 convolutions from uint8 map to uint8 map, native unpooling, any size, no torchao),
+  faster than its compiled graph, which keeps the slow compact unpooling.
 
 Sizes: height and width are compiled as dynamic dimensions from the first call, so one compiled
 graph serves every image size (the tiles of :class:`InferenceOptions`, the scales of its TTA, whole
@@ -139,6 +142,8 @@ def optimize(
     compile wait, and on CPUs where inductor's convolutions do not
     beat oneDNN's eager ones it is the faster path (SegNet-Basic at 1x3x360x480, bf16, on a 2-core
     AMD EPYC, every layer under autocast: 281 ms eager against 748 ms compiled; README, Deployment).
+    int8 with ``compiled=False`` runs the SegNet family only (:class:`EagerInt8SegNet`; other models
+    are a ``ValueError``).
     """
     check_bool("compiled", compiled)
     if not isinstance(model, SegmentationModel):
