@@ -157,8 +157,9 @@ def _inference_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--fast", nargs="?", const="auto", choices=("auto", *FAST_DTYPES),
                          help="optimized model (segzoo.optimize): BN folded, channels_last, frozen weights; bare --fast = auto "
                               "= bf16 where the CPU/GPU has it natively, else fp32, compiled except the SegNet family on a CPU "
-                              "(eager there: faster than its compiled graphs); int8 = post-training quantization (x86 CPU, "
-                              "segzoo[int8]); a compiled first run waits for the compiler (tens of seconds to minutes)")
+                              "(eager there: faster than its compiled graphs); int8 = post-training quantization (x86 CPU; eager for "
+                              "the SegNet family, compiled with segzoo[int8] for the rest); a compiled first run waits for the "
+                              "compiler (tens of seconds to minutes)")
     command.add_argument("--eager", action="store_true",
                          help="with --fast: run the fused model eagerly instead of compiling it (no compile wait; faster than "
                               "compiled on some CPUs, see the README's Deployment section); int8: the SegNet family only")
