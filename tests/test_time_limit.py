@@ -141,3 +141,17 @@ def test_segzoo_train_time_limit_exits_0_and_prints_the_resume_command(tmp_path,
     for key, value in whole["state_dict"].items():
         assert torch.equal(value, split["state_dict"][key]), key
     assert _without_timing(split["history"]) == _without_timing(whole["history"])
+
+
+def test_the_time_limit_message_names_only_the_checkpoints_written(tmp_path, clock, capsys):
+    """Stopped before any validation (every 2nd epoch here), a run has last.pt and no best.pt; the
+    message said "last.pt and best.pt are in" all the same."""
+    from segzoo.cli import main
+
+    data = _folder(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "segnet_basic", "--data", data, "--num-classes", "3", "--epochs", "4", "--batch-size", "2",
+                 "--val-every", "2", "--no-progress", "--out", str(out), "--time-limit", "1.5"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "stopped after epoch 1/4" in printed and (out / "last.pt").exists() and not (out / "best.pt").exists()
+    assert f"last.pt is in {out}" in printed and "best.pt" not in printed

@@ -181,9 +181,11 @@ def _takes(model: str, option: str) -> bool:
 def _print_time_limit(result: RunResult, args: argparse.Namespace) -> None:
     longest = max(r["seconds"] for r in result.history) / 60
     argv = list(args.argv) + ([] if args.resume else ["--resume"])
+    # best.pt exists once a validation has run (not yet when the limit comes first, --val-every > 1)
+    written = [name for name in ("last.pt", "best.pt") if (Path(result.out_dir) / name).exists()]
     print(
         f"time limit of {args.time_limit:g} min: stopped after epoch {result.history[-1]['epoch']}/{args.epochs} "
-        f"(an epoch took up to {longest:.1f} min); last.pt and best.pt are in {result.out_dir}"
+        f"(an epoch took up to {longest:.1f} min); {' and '.join(written)} {'are' if len(written) > 1 else 'is'} in {result.out_dir}"
     )
     if longest >= args.time_limit:
         print(f"the next epoch will not fit in {args.time_limit:g} min either: resume with a longer --time-limit")
