@@ -37,6 +37,8 @@ from .prepack import X86_MACHINES, PackedWeightModule, PrepackedConv2d, packable
 
 #: a uint8 map's scale and zero point: value = scale * (q - zero_point)
 QParams = tuple[float, int]
+#: a conv block as forward runs it: (the block, its conv, whether a ReLU follows)
+Block = tuple[nn.Module, nn.Conv2d, bool]
 
 # float16 bits of 1.0, added to the widened uint8 values so that they cross the float unpooling as
 # normal numbers (no subnormals a flush-to-zero mode could touch, no NaNs); a multiple of 256, so the
@@ -81,11 +83,18 @@ class QuantizedConv2d(PackedWeightModule):
     """An inference-only conv from a uint8 map (``source`` scale and zero point) to a uint8 map
     (``target``), with the ReLU after it fused when ``relu``: per-output-channel symmetric int8
     weights (scale ``max|w| / weight_max``, :func:`int8_weight_max`) packed for oneDNN once, bias
-    kept in float32. ``target`` ``None``: a float32 map instead; ``float_codes``: the uint8 values as float32
-    (:class:`QuantizingConv2d`'s output). Input and output are (N, C, H, W), channels_last."""
+    kept in float32. ``target`` ``None``: a float32 map instead; ``float_codes``: the uint8 values
+    as float32 codes (as :class:`QuantizingConv2d` writes them). Input and output are
+    (N, C, H, W), channels_last."""
 
     def __init__(
-        self, conv: nn.Conv2d, relu: bool, source: QParams, target: QParams | None, float_codes: bool = False, weight_max: int | None = None
+        self,
+        conv: nn.Conv2d,
+        relu: bool,
+        source: QParams,
+        target: QParams | None,
+        float_codes: bool = False,
+        weight_max: int | None = None,
     ) -> None:
         super().__init__()
         if not packable(conv) or conv.weight.dtype != torch.float32:
@@ -97,7 +106,8 @@ class QuantizedConv2d(PackedWeightModule):
         self.relu, self.source, self.target, self.float_codes = relu, source, target, float_codes
         weight, weight_max = conv.weight.detach(), weight_max or int8_weight_max()
         scales = (weight.abs().amax(dim=(1, 2, 3)) / weight_max).clamp_min(torch.finfo(torch.float32).tiny)
-        self.weight_int8 = torch.round(weight / scales.view(-1, 1, 1, 1)).clamp(-weight_max, weight_max).to(torch.int8).contiguous()
+        levels = torch.round(weight / scales.view(-1, 1, 1, 1)).clamp(-weight_max, weight_max)
+        self.weight_int8 = levels.to(torch.int8).contiguous()
         bias = _bias(conv).float()
         if float_codes:  # the kernel's float32 result becomes the code: value / scale + zero point + 0.5
             scale, zero_point = target
@@ -120,8 +130,8 @@ class QuantizedConv2d(PackedWeightModule):
         )  # fmt: skip
 
     def _post_op(self) -> tuple[str, list[float]]:
-        if self.float_codes:  # not clamped above: values past the calibrated range still order the pooling
-            return "hardtanh", [self.target[1] + 0.5 if self.relu else 0.0, _FLOAT_MAX]
+        if self.float_codes:
+            return "hardtanh", list(_code_range(self.target, self.relu, pooled=True))
         return ("relu" if self.relu else "none"), []  # a uint8 output saturates to 0..255
 
     def extra_repr(self) -> str:
@@ -135,16 +145,16 @@ class QuantizedConv2d(PackedWeightModule):
 class QuantizingConv2d(nn.Module):
     """A float32 conv writing a uint8 map (``target`` scale and zero point), the ReLU after it fused
     when ``relu``: the weights and bias are divided by the scale and ``zero_point + 0.5`` added to
-    the bias, so the kernel's clamp to [low, 255] and a truncation round to nearest. ``float_codes``: without the truncation,
-    a float32 map whose order is the values' (max pooling picks the maxima the float model picks),
-    truncated to uint8 after pooling."""
+    the bias, so the kernel's clamp to [low, 255] and a truncation round to nearest.
+    ``float_codes``: the float32 codes before the truncation, not clamped above, whose order is the
+    values' (max pooling picks the maxima the float model picks); truncated after pooling."""
 
     def __init__(self, conv: nn.Conv2d, relu: bool, target: QParams, float_codes: bool = False) -> None:
         super().__init__()
         scale, zero_point = target
         scaled = _copy_conv(conv, conv.weight / scale, _bias(conv) / scale + zero_point + 0.5)
         self.target, self.float_codes = target, float_codes
-        self.conv = PrepackedConv2d(scaled, clamp=(zero_point + 0.5 if relu else 0, _FLOAT_MAX if float_codes else 255))
+        self.conv = PrepackedConv2d(scaled, clamp=_code_range(target, relu, pooled=float_codes))
 
     def forward(self, x: Tensor) -> Tensor:
         codes = self.conv(x)
@@ -212,6 +222,13 @@ class EagerInt8SegNet(nn.Module):
         return x
 
 
+def _code_range(target: QParams, relu: bool, pooled: bool) -> tuple[float, float]:
+    """Where float codes are clamped: from the code of 0 after a ReLU (else from 0) to 255, or not
+    above where they are pooled before truncation (values past the calibrated range still order
+    the pooling; the pooled codes are clamped)."""
+    return (target[1] + 0.5 if relu else 0.0), (_FLOAT_MAX if pooled else 255.0)
+
+
 def unpool_uint8(q: Tensor, zero_point: int, where: Tensor, size: Size | tuple[int, int]) -> Tensor:
     """``F.max_unpool2d`` of a uint8 map whose real zero is ``zero_point``: the unpooled map holds
     ``zero_point`` (the value 0) wherever no maximum lands. Exact: the values (shifted so that the
@@ -225,7 +242,7 @@ def unpool_uint8(q: Tensor, zero_point: int, where: Tensor, size: Size | tuple[i
     return out
 
 
-def _chain(model: nn.Module) -> tuple[list[list[tuple[nn.Module, nn.Conv2d, bool]]], list[list[tuple[nn.Module, nn.Conv2d, bool]]]]:
+def _chain(model: nn.Module) -> tuple[list[list[Block]], list[list[Block]]]:
     """Each encoder and decoder stage's blocks as (block, conv, relu), in the order forward runs
     them; ``ValueError`` unless every block is a conv, a BatchNorm (or the ``nn.Identity`` a folded
     one leaves) and an optional ReLU in an ``nn.Sequential`` run in order, and the classifier is a
@@ -236,13 +253,14 @@ def _chain(model: nn.Module) -> tuple[list[list[tuple[nn.Module, nn.Conv2d, bool
     return tuple([_stage_blocks(stage, f"{name} stage {i}") for i, stage in enumerate(group)] for name, group in stages)
 
 
-def _stage_blocks(stage: nn.Module, where: str) -> list[tuple[nn.Module, nn.Conv2d, bool]]:
+def _stage_blocks(stage: nn.Module, where: str) -> list[Block]:
     if not _runs_in_order(stage):
         raise ValueError(f"eager int8 needs {where} to be an nn.Sequential, got {type(stage).__name__}")
     blocks = []
     for block in stage:
         # a BatchNorm2d right after the conv is folded into it (fuse_for_inference; an nn.Identity there)
-        layers = [m for m in block.children() if not isinstance(m, (nn.Identity, nn.BatchNorm2d))] if _runs_in_order(block) else [block]
+        folded = (nn.Identity, nn.BatchNorm2d)
+        layers = [m for m in block.children() if not isinstance(m, folded)] if _runs_in_order(block) else [block]
         conv, rest = (layers[0], layers[1:]) if layers else (None, [])
         known = rest == [] or (len(rest) == 1 and type(rest[0]) is nn.ReLU)
         if not (conv is not None and packable(conv) and conv.weight.dtype == torch.float32 and known):
