@@ -33,7 +33,7 @@ from torch import Size, Tensor, nn
 from torch.ao.quantization.observer import HistogramObserver
 
 from ..models.segnet import _SegNetBase
-from .prepack import X86_MACHINES, PackedWeightModule, PrepackedConv2d, packable
+from .prepack import PackedWeightModule, PrepackedConv2d, bias_or_zeros, packable, prepack_available
 
 #: a uint8 map's scale and zero point: value = scale * (q - zero_point)
 QParams = tuple[float, int]
@@ -58,12 +58,9 @@ def int8_weight_max() -> int:
 
 
 def eager_int8_available() -> bool:
-    """Whether this machine runs eager int8: an x86 CPU with oneDNN's int8 convolution."""
-    return (
-        platform.machine().lower() in X86_MACHINES
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.onednn, "qconv2d_pointwise")
-    )
+    """Whether this machine runs eager int8: where convolutions are prepacked (the first and the
+    classifier stay float32, prepacked) and oneDNN's int8 convolution is there."""
+    return prepack_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
 
 
 def eager_int8_supported(model: nn.Module) -> bool:
@@ -101,14 +98,13 @@ class QuantizedConv2d(PackedWeightModule):
             raise ValueError(f"only a zero-padded float32 CPU nn.Conv2d can be quantized, got {conv}")
         if target is None and float_codes:
             raise ValueError("float codes need their target scale and zero point")
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
-            setattr(self, name, getattr(conv, name))
+        self._keep_geometry(conv)
         self.relu, self.source, self.target, self.float_codes = relu, source, target, float_codes
         weight, weight_max = conv.weight.detach(), weight_max or int8_weight_max()
         scales = (weight.abs().amax(dim=(1, 2, 3)) / weight_max).clamp_min(torch.finfo(torch.float32).tiny)
         levels = torch.round(weight / scales.view(-1, 1, 1, 1)).clamp(-weight_max, weight_max)
         self.weight_int8 = levels.to(torch.int8).contiguous()
-        bias = _bias(conv).float()
+        bias = bias_or_zeros(conv)
         if float_codes:  # the kernel's float32 result becomes the code: value / scale + zero point + 0.5
             scale, zero_point = target
             scales, bias = scales / scale, bias / scale + zero_point + 0.5
@@ -152,7 +148,7 @@ class QuantizingConv2d(nn.Module):
     def __init__(self, conv: nn.Conv2d, relu: bool, target: QParams, float_codes: bool = False) -> None:
         super().__init__()
         scale, zero_point = target
-        scaled = _copy_conv(conv, conv.weight / scale, _bias(conv) / scale + zero_point + 0.5)
+        scaled = _copy_conv(conv, conv.weight / scale, bias_or_zeros(conv) / scale + zero_point + 0.5)
         self.target, self.float_codes = target, float_codes
         self.conv = PrepackedConv2d(scaled, clamp=_code_range(target, relu, pooled=float_codes))
 
@@ -301,10 +297,6 @@ def _observing(observer: HistogramObserver) -> Callable[[nn.Module, tuple, Tenso
 
 def _take(items: Iterator[nn.Module], count: int) -> list[nn.Module]:
     return [next(items) for _ in range(count)]
-
-
-def _bias(conv: nn.Conv2d) -> Tensor:
-    return conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
 
 
 def _copy_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:

@@ -34,12 +34,23 @@ def prepack_available() -> bool:
     )
 
 
+def bias_or_zeros(conv: nn.Conv2d) -> Tensor:
+    """``conv``'s bias, detached, or zeros of its weight's dtype where it has none."""
+    return conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=conv.weight.dtype)
+
+
 class PackedWeightModule(nn.Module):
     """A module holding oneDNN-packed weights in ``packed_weight``: a tensor with no storage to copy,
     never written, so deep copies share it (it stays out of ``state_dict``; rebuild from the original
     model to save or move it)."""
 
     packed_weight: Tensor
+
+    def _keep_geometry(self, conv: nn.Conv2d) -> None:
+        """The conv's ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``,
+        ``dilation`` and ``groups``, which models and forward read."""
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
+            setattr(self, name, getattr(conv, name))
 
     def __deepcopy__(self, memo: dict) -> PackedWeightModule:
         clone = type(self).__new__(type(self))
@@ -66,13 +77,12 @@ class PrepackedConv2d(PackedWeightModule):
             raise ValueError(f"only a zero-padded CPU nn.Conv2d with float32 or bfloat16 weights can be prepacked, got {conv}")
         if relu and clamp is not None:
             raise ValueError("a prepacked conv fuses a ReLU or a clamp, not both")
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
-            setattr(self, name, getattr(conv, name))
+        self._keep_geometry(conv)
         self.relu = relu
         self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
         weight = conv.weight.detach()
         self.dtype = weight.dtype
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=weight.dtype)
+        bias = bias_or_zeros(conv)
         self.bias = nn.Parameter(bias.clone(), requires_grad=False)
         # the layout oneDNN picks for a typical image; other sizes read it too (reordered if they must)
         example = [1, conv.in_channels, 360, 480]
