@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from models import MiB, forward_flops, peak_forward_bytes, reference  # noqa: E402
 
 import segzoo  # noqa: E402
-from segzoo.inference.calibration import CALIBRATION_IMAGES  # noqa: E402
+from segzoo.inference.calibration import CALIBRATION_IMAGES, spread  # noqa: E402
 from segzoo.inference.eager_int8 import QuantizedConv2d, eager_int8_available, eager_int8_supported  # noqa: E402
 from segzoo.inference.optimize import native_bf16  # noqa: E402
 from segzoo.metrics import upsample_logits  # noqa: E402
@@ -132,10 +132,10 @@ def checkpoint_split(data: str, layout: str, split: str):
 
 
 def training_images(data: str, layout: str, count: int) -> list[Tensor]:
-    """The first ``count`` training images (all, if there are fewer): int8's calibration on real data
-    (never the validation split it is scored on)."""
+    """``count`` training images from across the split (all, if there are fewer): int8's calibration
+    on real data (never the validation split it is scored on), as ``segzoo evaluate`` picks them."""
     dataset = checkpoint_split(data, layout, "train")
-    return [dataset[i][0][None] for i in range(min(count, len(dataset)))]
+    return [dataset[i][0][None] for i in spread(count, len(dataset))]
 
 
 def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], data: str, layout: str) -> dict[str, tuple[float, float]]:

@@ -164,8 +164,8 @@ def _inference_arguments(command: argparse.ArgumentParser) -> None:
                          help="with --fast: run the fused model eagerly instead of compiling it (no compile wait; faster than "
                               "compiled on some CPUs, see the README's Deployment section); int8: the SegNet family only")
     command.add_argument("--calibration", metavar="DIR",
-                         help="with --fast int8: calibrate on the images in DIR (default: the first few images to predict / "
-                              "of the split)")
+                         help="with --fast int8: calibrate on 8 images spread over DIR (default: spread over the images to "
+                              "predict / the split)")
 
 
 def _inference_options(args: argparse.Namespace) -> InferenceOptions:

@@ -13,20 +13,34 @@ from torch import Tensor
 from ..data.folder import image_to_tensor
 from ..models.base import SegmentationModel
 
-#: how many images calibrate int8 unless told otherwise (the observers only need the value ranges)
+#: how many images calibrate int8 unless told otherwise (the observers only need the value ranges;
+#: more gained nothing, see :func:`spread`)
 CALIBRATION_IMAGES = 8
 _SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices evenly spaced over ``range(total)``, the first included (all of them where
+    ``total <= count``): calibration images from across a folder or split. Its first images are
+    often frames of one video (CamVid's first 8 training images are one street, 1 s apart): a
+    2-epoch SegNet-Basic in eager int8 agreed with float32 on 99.26% of the pixels of 40 CamVid val
+    images calibrated on those, on 99.36% calibrated on 8 spread over the training split (16 or 32
+    spread: 99.37%, 99.35%)."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    return list(range(total)) if total <= count else [i * total // count for i in range(count)]
+
+
 def calibration_files(folder: str | os.PathLike, count: int = CALIBRATION_IMAGES) -> list[Path]:
-    """The first ``count`` image files of ``folder`` by name; ``ValueError`` if it holds none."""
+    """``count`` image files of ``folder``, evenly spaced in name order (:func:`spread`);
+    ``ValueError`` if it holds none."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"calibration folder {root} is not a folder")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in _SUFFIXES)[:count]
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in _SUFFIXES)
     if not files:
         raise ValueError(f"calibration folder {root} holds no images ({', '.join(_SUFFIXES)})")
-    return files
+    return [files[i] for i in spread(count, len(files))]
 
 
 def calibration_batches(

@@ -20,7 +20,7 @@ from ..io.atomic import atomic_write, check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.images import to_channels
 from ..io.run_description import RunDescription
-from .calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
+from .calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files, spread
 from .mc_dropout import normalised
 from .optimize import fast_compiled, fast_dtype, optimize, refuse_mc_dropout
 from .pipeline import InferenceOptions, infer
@@ -55,10 +55,11 @@ def predict_files(
     ``mc_samples`` and ``seed`` are replaced by the arguments here).
 
     ``fast`` (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"``; see :func:`~segzoo.inference.optimize.fast_dtype`) predicts with :func:`segzoo.optimize`'s compiled
-    model; int8 calibrates on the images of the ``calibration`` folder, by default on the first
-    :data:`~segzoo.inference.calibration.CALIBRATION_IMAGES` images given. Monte Carlo dropout is
-    refused with it (the optimized model has no live dropout). ``eager`` runs the fused model
-    without compiling it (``optimize(..., compiled=False)``; fp32 and bf16 only).
+    model; int8 calibrates on the images of the ``calibration`` folder, by default on
+    :data:`~segzoo.inference.calibration.CALIBRATION_IMAGES` images from across those given
+    (:func:`~segzoo.inference.calibration.spread`). Monte Carlo dropout is refused with it (the
+    optimized model has no live dropout). ``eager`` runs the fused model without compiling it
+    (``optimize(..., compiled=False)``; int8 for the SegNet family only).
     """
     out = check_writable_folder(out_dir, "output folder (--out)")
     device = check_device(device, "device (--device)") if device is not None else "cpu"
@@ -70,7 +71,10 @@ def predict_files(
     model.eval()
     if fast is not None:
         refuse_mc_dropout(mc_samples)
-        files = calibration_files(calibration) if calibration is not None else list(images)[:CALIBRATION_IMAGES]
+        if calibration is not None:
+            files = calibration_files(calibration)
+        else:
+            files = [images[i] for i in spread(CALIBRATION_IMAGES, len(images))]
         dtype = fast_dtype(fast, device)
         batches = calibration_batches(files, model, run.data.eval_size) if dtype == "int8" else None
         model = optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device, eager))

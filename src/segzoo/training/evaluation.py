@@ -246,8 +246,8 @@ def _optimized(
     calibration: str | os.PathLike | None, options: InferenceOptions | None, eager: bool,
 ) -> nn.Module:
     """``model`` on ``device``, optimized to ``fast``; int8 calibrated on ``calibration``'s images or
-    the split's first few."""
-    from ..inference.calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files
+    a few from across the split."""
+    from ..inference.calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files, spread
     from ..inference.optimize import fast_compiled, fast_dtype, optimize, refuse_mc_dropout
 
     refuse_mc_dropout(options.mc_samples if options is not None else None)
@@ -257,8 +257,8 @@ def _optimized(
         if calibration is not None:
             batches = calibration_batches(calibration_files(calibration), model, run.data.eval_size)
         else:
-            count = min(CALIBRATION_IMAGES, len(dataset))
-            batches = [dataset[i][0][None].to(next(model.parameters()).device) for i in range(count)]
+            device = next(model.parameters()).device
+            batches = [dataset[i][0][None].to(device) for i in spread(CALIBRATION_IMAGES, len(dataset))]
     return optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device or "cpu", eager))
 
 
@@ -281,7 +281,7 @@ def evaluate_checkpoint(
     scores, the checkpoint's run description and the pictures written to ``out_dir``. ``options``:
     test-time augmentation, tiles or MC dropout (see :func:`evaluate`). ``fast`` (``"auto"``,
     ``"fp32"``, ``"bf16"``, ``"int8"``) scores :func:`segzoo.optimize`'s compiled model instead; int8 calibrates
-    on the images of the ``calibration`` folder, by default on the split's first few images;
+    on images spread over the ``calibration`` folder, by default over the split;
     ``eager`` runs the fused model without compiling it (``optimize(..., compiled=False)``).
     Folder-layout masks are read with ``label_map`` / ``colour_table`` when given, else as the run
     that trained the checkpoint read them (its stored label map or colour table)."""
