@@ -257,8 +257,8 @@ def _optimized(
         if calibration is not None:
             batches = calibration_batches(calibration_files(calibration), model, run.data.eval_size)
         else:
-            device = next(model.parameters()).device
-            batches = [dataset[i][0][None].to(device) for i in spread(CALIBRATION_IMAGES, len(dataset))]
+            on = next(model.parameters()).device
+            batches = [dataset[i][0][None].to(on) for i in spread(CALIBRATION_IMAGES, len(dataset))]
     return optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device or "cpu", eager))
 
 
