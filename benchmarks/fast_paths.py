@@ -135,7 +135,7 @@ def training_images(data: str, layout: str, count: int) -> list[Tensor]:
     """``count`` training images from across the split (all, if there are fewer): int8's calibration
     on real data (never the validation split it is scored on), as ``segzoo evaluate`` picks them."""
     dataset = checkpoint_split(data, layout, "train")
-    return [dataset[i][0][None] for i in spread(count, len(dataset))]
+    return [image[None] for image, _ in spread(dataset, count)]
 
 
 def accuracy(model: segzoo.SegmentationModel, variants: dict[str, Callable], data: str, layout: str) -> dict[str, tuple[float, float]]:

@@ -19,20 +19,20 @@ from segzoo.inference.calibration import CALIBRATION_IMAGES, calibration_files, 
     [(4, 10, [0, 2, 5, 7]), (8, 20, [0, 2, 5, 7, 10, 12, 15, 17]), (3, 3, [0, 1, 2]), (8, 3, [0, 1, 2]), (1, 5, [0]), (2, 0, [])],
 )
 def test_spread_by_hand(count, total, expected):
-    assert spread(count, total) == expected
+    assert spread(range(total), count) == expected
 
 
 def test_spread_takes_count_distinct_indices_a_near_equal_step_apart():
     for total in range(1, 60):
         for count in range(1, total + 1):
-            picked = spread(count, total)
+            picked = spread(range(total), count)
             steps = np.diff([*picked, total + picked[0]])  # wrapping round: the last gap counts too
             assert len(set(picked)) == count and picked[0] == 0 and steps.max() - steps.min() <= 1, (count, total)
 
 
 def test_spread_refuses_no_images():
     with pytest.raises(ValueError, match="at least 1"):
-        spread(0, 10)
+        spread(range(10), 0)
 
 
 def test_calibration_files_are_spread_over_the_folder_by_name(tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +18,23 @@ from ..models.base import SegmentationModel
 #: how many images calibrate int8 unless told otherwise (the observers only need the value ranges;
 #: more gained nothing, see :func:`spread`)
 CALIBRATION_IMAGES = 8
+_T = TypeVar("_T")
 _SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def spread(count: int, total: int) -> list[int]:
-    """``count`` indices evenly spaced over ``range(total)``, the first included (all of them where
-    ``total <= count``): calibration images from across a folder or split. Its first images are
+def spread(items: Sequence[_T], count: int = CALIBRATION_IMAGES) -> list[_T]:
+    """``count`` of ``items`` (anything with a length and integer indexing: a list, a dataset),
+    evenly spaced, the first included (all of them where there are no more than ``count``):
+    calibration images from across a folder, the images given or a split. Its first images are
     often frames of one video (CamVid's first 8 training images are one street, 1 s apart): a
     2-epoch SegNet-Basic in eager int8 agreed with float32 on 99.26% of the pixels of 40 CamVid val
     images calibrated on those, on 99.36% calibrated on 8 spread over the training split (16 or 32
     spread: 99.37%, 99.35%)."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    return list(range(total)) if total <= count else [i * total // count for i in range(count)]
+    total = len(items)
+    picked = range(total) if total <= count else [i * total // count for i in range(count)]
+    return [items[i] for i in picked]
 
 
 def calibration_files(folder: str | os.PathLike, count: int = CALIBRATION_IMAGES) -> list[Path]:
@@ -40,7 +46,7 @@ def calibration_files(folder: str | os.PathLike, count: int = CALIBRATION_IMAGES
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in _SUFFIXES)
     if not files:
         raise ValueError(f"calibration folder {root} holds no images ({', '.join(_SUFFIXES)})")
-    return [files[i] for i in spread(count, len(files))]
+    return spread(files, count)
 
 
 def calibration_batches(

@@ -20,7 +20,7 @@ from ..io.atomic import atomic_write, check_writable_folder
 from ..io.checkpoint import load_run
 from ..io.images import to_channels
 from ..io.run_description import RunDescription
-from .calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files, spread
+from .calibration import calibration_batches, calibration_files, spread
 from .mc_dropout import normalised
 from .optimize import fast_compiled, fast_dtype, optimize, refuse_mc_dropout
 from .pipeline import InferenceOptions, infer
@@ -71,10 +71,7 @@ def predict_files(
     model.eval()
     if fast is not None:
         refuse_mc_dropout(mc_samples)
-        if calibration is not None:
-            files = calibration_files(calibration)
-        else:
-            files = [images[i] for i in spread(CALIBRATION_IMAGES, len(images))]
+        files = calibration_files(calibration) if calibration is not None else spread(images)
         dtype = fast_dtype(fast, device)
         batches = calibration_batches(files, model, run.data.eval_size) if dtype == "int8" else None
         model = optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device, eager))

@@ -247,7 +247,7 @@ def _optimized(
 ) -> nn.Module:
     """``model`` on ``device``, optimized to ``fast``; int8 calibrated on ``calibration``'s images or
     a few from across the split."""
-    from ..inference.calibration import CALIBRATION_IMAGES, calibration_batches, calibration_files, spread
+    from ..inference.calibration import calibration_batches, calibration_files, spread
     from ..inference.optimize import fast_compiled, fast_dtype, optimize, refuse_mc_dropout
 
     refuse_mc_dropout(options.mc_samples if options is not None else None)
@@ -258,7 +258,7 @@ def _optimized(
             batches = calibration_batches(calibration_files(calibration), model, run.data.eval_size)
         else:
             on = next(model.parameters()).device
-            batches = [dataset[i][0][None].to(on) for i in spread(CALIBRATION_IMAGES, len(dataset))]
+            batches = [image[None].to(on) for image, _ in spread(dataset)]
     return optimize(model, dtype, calibration=batches, compiled=fast_compiled(fast, model, device or "cpu", eager))
 
 
