@@ -27,6 +27,7 @@ from segzoo.data import InMemoryDataset, open_splits, train_transforms
 from segzoo.models.registry import get_model
 from segzoo.recipes import load_recipe
 from segzoo.training import TrainConfig, Trainer, make_loader
+from segzoo.training.memory_format import describe_channels_last
 from segzoo.training.precision import describe_amp
 
 
@@ -61,10 +62,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--amp", choices=("off", "on", "auto", "bf16", "fp16"))
     parser.add_argument("--cache", action=argparse.BooleanOptionalAction)
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction)
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), help="(default: the recipe's)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_const", const="off")
     args = parser.parse_args()
 
     options = dict(load_recipe(args.recipe).options)
+    if args.channels_last is not None:
+        args.channels_last = {"on": True, "off": False, "auto": "auto"}[args.channels_last]
     for key in ("batch_size", "amp", "cache", "channels_last"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -98,7 +102,8 @@ def main() -> None:
     print(f"CPU: {cpu_model()}, {threads} threads, torch {torch.__version__}, load average {load:.1f}")
     print(
         f"{args.recipe}: batch {options['batch_size']} at {crop[0]}x{crop[1]}, amp {describe_amp(config.amp, 'cpu')}, "
-        f"cache {bool(options.get('cache'))} ({cache_seconds:.1f} s to fill), channels_last {config.channels_last}"
+        f"cache {bool(options.get('cache'))} ({cache_seconds:.1f} s to fill), "
+        f"channels_last {describe_channels_last(config.channels_last, 'cpu', trainer.amp_dtype)}"
     )
     print(f"{images} images in {timings[1]:.1f} s: {images / timings[1]:.2f} images/s ({timings[1] / args.steps:.2f} s/step)")
     # on a shared machine the wall time includes waiting for cores; CPU time does not

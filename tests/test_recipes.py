@@ -253,7 +253,7 @@ def test_camvid_recipes_run_on_tiny_camvid(camvid, tmp_path, capsys):
         assert checkpoint["model"]["name"] == "segnet_basic"
         assert checkpoint["model"]["config"]["dropout"] == ("central" if "bayesian" in name else "none")
         config, data = checkpoint["train_config"], checkpoint["run"]["data"]
-        assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("adamw", 5e-4, 0.9, "auto", True)
+        assert (config["optimizer"], config["lr"], config["momentum"], config["amp"], config["channels_last"]) == ("adamw", 5e-4, 0.9, "auto", "auto")
         assert config["val_every"] == 4
         assert data["class_weights"] == "sqrt-median" and data["cache"] is True and tuple(data["crop_size"]) == (16, 24)
         assert checkpoint["run"]["layout"] == "camvid" and checkpoint["run"]["ignore_index"] == 11

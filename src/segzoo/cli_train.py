@@ -69,8 +69,10 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                        help="mixed precision: bare --amp = on (bf16 on CPU, fp16 + scaling on CUDA); auto = bf16 where "
                             "the CPU/GPU has it natively (else fp32 on CPU, fp16 on older GPUs); bf16; fp16 (CUDA) "
                             "(default: %(default)s)")
-    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                       help="channels_last memory format for training (faster convolutions on most CPUs and GPUs; default: on)")
+    train.add_argument("--channels-last", nargs="?", type=_channels_last, const=True, default="auto", metavar="{auto,on,off}",
+                       help="channels_last memory format for training: bare --channels-last = on; auto = where it trains faster "
+                            "(GPUs, bf16 autocast, float32 on AVX-512 CPUs; NCHW for float32 on other CPUs) (default: auto)")
+    train.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False, help="= --channels-last off")
     train.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                        help="decode both splits once and keep them in memory (refused if they would not fit)")
     train.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
@@ -91,6 +93,14 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                        help="deterministic kernels: reruns give identical weights")
     train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: BatchNorm statistics over all processes")
+
+
+def _channels_last(text: str) -> bool | str:
+    """``--channels-last``'s value as ``TrainConfig.channels_last`` takes it: True, False or "auto"."""
+    modes = {"on": True, "off": False, "auto": "auto"}
+    if text not in modes:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return modes[text]
 
 
 def resolve_recipe(args: argparse.Namespace) -> Recipe:

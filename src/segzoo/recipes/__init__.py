@@ -78,6 +78,12 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _boolean_or_auto(value: Any) -> bool | str:
+    if not isinstance(value, bool) and value != "auto":
+        raise ValueError(f'must be true, false or "auto", got {value!r}')
+    return value
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty string, got {value!r}")
@@ -144,7 +150,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "seed": _integer(),
     "deterministic": _boolean,
     "cache": _boolean,
-    "channels_last": _boolean,
+    "channels_last": _boolean_or_auto,
     "patience": _integer(1),
     "val_every": _integer(1),
 }

@@ -7,6 +7,7 @@ from typing import Literal
 
 from .._checks import check_bool, check_choice, check_float, check_int, check_optional_int
 from ..losses import format_loss_spec, get_loss, parse_loss_spec
+from .memory_format import ChannelsLast, check_channels_last
 from .precision import normalize_amp
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -41,9 +42,10 @@ class TrainConfig:
     sync_batchnorm: bool = False
     # deterministic kernels during fit(): with a seed, reruns give bitwise identical weights
     deterministic: bool = False
-    # channels_last memory format for the model and the training batches (faster convolutions on
-    # CPUs with oneDNN and on tensor-core GPUs); checkpoints are unaffected
-    channels_last: bool = False
+    # channels_last memory format for the model and the training batches: True, False or "auto"
+    # (where it trains faster: GPUs, autocast, float32 on AVX-512 CPUs; see
+    # segzoo.training.memory_format); checkpoints are unaffected
+    channels_last: ChannelsLast = False
     # minutes: fit() stops at an epoch boundary when the next epoch would not end in time
     time_limit_minutes: float | None = None
     # early stopping: stop once validation mIoU has not improved for this many epochs
@@ -62,8 +64,9 @@ class TrainConfig:
         self.encoder_lr_scale = check_float("encoder_lr_scale", self.encoder_lr_scale, 0.0)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        for name in ("freeze_encoder", "sync_batchnorm", "deterministic", "channels_last"):
+        for name in ("freeze_encoder", "sync_batchnorm", "deterministic"):
             check_bool(name, getattr(self, name))
+        check_channels_last(self.channels_last)
         self.ignore_index = check_optional_int("ignore_index", self.ignore_index)
         self.seed = check_optional_int("seed", self.seed)
         self.amp = normalize_amp(self.amp)

@@ -209,8 +209,8 @@ def demo(
     model = get_model("segnet_basic", num_classes=SyntheticShapes.num_classes)
     train_set = SyntheticShapes(num_images, size, seed=seed, class_textures=True)
     val_set = SyntheticShapes(128, size, seed=seed + 1, class_textures=True)
-    # like segzoo train: bf16 autocast where the CPU/GPU computes it natively, channels_last
+    # like segzoo train: bf16 autocast where the CPU/GPU computes it natively, channels_last where it trains faster
     config = TrainConfig(
-        epochs=epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seed=seed, amp="auto", channels_last=True
+        epochs=epochs, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seed=seed, amp="auto", channels_last="auto"
     )
     return train(model, train_set, val_set, out_dir, config, DataConfig(batch_size=16), progress=progress, overwrite=overwrite)

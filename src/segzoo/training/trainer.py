@@ -39,6 +39,7 @@ from . import distributed
 from .config import TrainConfig
 from .evaluation import evaluate, interactive, progress_bar
 from .history import HISTORY_FILE, History, write_history
+from .memory_format import describe_channels_last, trains_channels_last
 from .precision import autocast_dtype, describe_amp
 from .tensorboard import TensorBoardLog
 
@@ -97,7 +98,11 @@ class Trainer:
             )
         self.device = distributed.setup(device)
         self.model = model.to(self.device)
-        if self.config.channels_last:
+        #: the autocast dtype of ``config.amp`` on this device (None: float32; see segzoo.training.precision)
+        self.amp_dtype = autocast_dtype(self.config.amp, self.device)
+        #: whether ``config.channels_last`` means channels_last here (see segzoo.training.memory_format)
+        self.channels_last = trains_channels_last(self.config.channels_last, self.device, self.amp_dtype)
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -127,9 +132,8 @@ class Trainer:
         # depends on the world size and batch size, so resume() recomputes the step from the epoch
         self.steps_per_epoch = math.ceil(batches / self.config.accumulate_steps)
         self.scheduler = self._build_scheduler(step=0)
-        #: the autocast dtype of ``config.amp`` on this device (None: float32; see segzoo.training.precision)
-        self.amp_dtype = autocast_dtype(self.config.amp, self.device)
         logger.info("mixed precision %s", describe_amp(self.config.amp, self.device))
+        logger.info("channels_last %s", describe_channels_last(self.config.channels_last, self.device, self.amp_dtype))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.history = History()
         self.epoch = 0  # epochs finished
@@ -275,7 +279,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for index, (images, masks) in enumerate(bar):
             images, masks = images.to(self.device), masks.to(self.device)
-            if self.config.channels_last:
+            if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             last_of_group = (index + 1) % accumulate == 0 or index + 1 == len(self.train_loader)  # type: ignore[arg-type]
             # DDP would all-reduce the gradients of every backward; only the group's last one counts
