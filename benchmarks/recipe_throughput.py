@@ -27,7 +27,7 @@ from segzoo.data import InMemoryDataset, open_splits, train_transforms
 from segzoo.models.registry import get_model
 from segzoo.recipes import load_recipe
 from segzoo.training import TrainConfig, Trainer, make_loader
-from segzoo.training.memory_format import describe_channels_last
+from segzoo.training.memory_format import CHANNELS_LAST_WORDS, describe_channels_last
 from segzoo.training.precision import describe_amp
 
 
@@ -62,13 +62,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--amp", choices=("off", "on", "auto", "bf16", "fp16"))
     parser.add_argument("--cache", action=argparse.BooleanOptionalAction)
-    parser.add_argument("--channels-last", choices=("auto", "on", "off"), help="(default: the recipe's)")
+    parser.add_argument("--channels-last", choices=tuple(CHANNELS_LAST_WORDS), help="(default: the recipe's)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_const", const="off")
     args = parser.parse_args()
 
     options = dict(load_recipe(args.recipe).options)
     if args.channels_last is not None:
-        args.channels_last = {"on": True, "off": False, "auto": "auto"}[args.channels_last]
+        args.channels_last = CHANNELS_LAST_WORDS[args.channels_last]
     for key in ("batch_size", "amp", "cache", "channels_last"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -22,6 +22,7 @@ from .models.segnet import DROPOUT_PLACEMENTS
 from .recipes import FIELDS as RECIPE_FIELDS
 from .recipes import Recipe, load_recipe
 from .training import AMP_MODES, OPTIMIZERS, SCHEDULES, RunResult, TrainConfig, distributed, prepare_out_dir, train
+from .training.memory_format import CHANNELS_LAST_WORDS
 from .training.tensorboard import require_tensorboard
 
 
@@ -97,10 +98,9 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
 
 def _channels_last(text: str) -> bool | str:
     """``--channels-last``'s value as ``TrainConfig.channels_last`` takes it: True, False or "auto"."""
-    modes = {"on": True, "off": False, "auto": "auto"}
-    if text not in modes:
+    if text not in CHANNELS_LAST_WORDS:
         raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
-    return modes[text]
+    return CHANNELS_LAST_WORDS[text]
 
 
 def resolve_recipe(args: argparse.Namespace) -> Recipe:

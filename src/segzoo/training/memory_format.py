@@ -21,6 +21,9 @@ import torch
 
 ChannelsLast = bool | Literal["auto"]
 
+#: the command line's words for the modes (``segzoo train --channels-last``, the benchmarks)
+CHANNELS_LAST_WORDS: dict[str, ChannelsLast] = {"auto": "auto", "on": True, "off": False}
+
 
 def check_channels_last(value: object) -> ChannelsLast:
     """``value``, which must be ``True``, ``False`` or ``"auto"`` (``TypeError`` otherwise)."""
