@@ -150,17 +150,55 @@ def test_bf16_training_step_at_the_amx_crash_sizes(name):
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+_ISOLATED_MODULE = """import os
+import pytest
+
+def _note(name):
+    with open("pids.txt", "a") as file:
+        file.write(f"{name} {os.getpid()}\\n")
+
+@pytest.mark.isolated
+def test_first():
+    _note("first")
+
+@pytest.mark.isolated
+def test_aborts():
+    _note("aborts")
+    os.abort()
+
+@pytest.mark.isolated
+def test_after_the_crash():
+    _note("after_the_crash")
+
+@pytest.mark.isolated
+def test_skips():
+    _note("skips")
+    pytest.skip("not here")
+
+@pytest.mark.isolated
+def test_fails():
+    _note("fails")
+    assert 1 == 2, "one is not two"
+
+def test_in_the_parent():
+    _note("parent")
+"""
+
+
 def test_a_native_crash_fails_only_its_test(tmp_path):
-    """The isolation itself (tests/support/isolation.py): an aborting test is reported as failed,
-    naming the signal, and the tests after it still run."""
+    """The isolation itself (tests/support/isolation.py): a module's marked tests share a child
+    process; an aborting test is reported as failed, naming the signal, and the marked tests after
+    it run in a new child; skips and failures inside a child are the parent's skips and failures."""
     support = Path(__file__).parent
     (tmp_path / "conftest.py").write_text(f"import sys\nsys.path.insert(0, {str(support)!r})\npytest_plugins = ('support.isolation',)\n")
-    (tmp_path / "test_crash.py").write_text(
-        "import os\nimport pytest\n\n@pytest.mark.isolated\ndef test_aborts():\n    os.abort()\n\n"
-        "@pytest.mark.isolated\ndef test_isolated_passes():\n    assert True\n\ndef test_after():\n    assert True\n"
-    )
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+    (tmp_path / "test_crash.py").write_text(_ISOLATED_MODULE)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert "killed by SIGABRT" in run.stdout
-    assert "1 failed, 2 passed" in run.stdout
+    assert "one is not two" in run.stdout and "not here" in run.stdout
+    assert "2 failed, 3 passed, 1 skipped" in run.stdout
+    pids = dict(line.split() for line in (tmp_path / "pids.txt").read_text().splitlines())
+    assert pids["first"] == pids["aborts"]  # one child for the module's marked tests ...
+    assert pids["after_the_crash"] == pids["skips"] == pids["fails"] != pids["aborts"]  # ... and a new one after its crash
+    assert len({pids["first"], pids["after_the_crash"], pids["parent"]}) == 3
