@@ -57,3 +57,17 @@ def test_fast_paths_times_the_eager_paths_and_scores_a_checkpoint(tmp_path):
         assert f"| segnet_basic | val | {variant} | ΔmIoU +0.00 points | agreement 100.00% | within bounds |" in run.stdout
     for variant in int8:  # scored like the others; a one-epoch model's bounds say nothing of int8
         assert f"| segnet_basic | val | {variant} | ΔmIoU " in run.stdout
+
+
+def test_small_map_backward_prints_both_layers_side_by_side():
+    """benchmarks/small_map_backward.py, its layer rows only, on maps where both kernels are fast."""
+    run = subprocess.run(
+        [sys.executable, BENCHMARKS / "small_map_backward.py", "--maps", "8x10", "--models", "--repeats", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split() for line in run.stdout.splitlines() if " maps " in line]
+    assert [row[:4] for row in rows] == [["fc6", "on", "8x10", "maps"], ["deconv-fc6", "on", "8x10", "maps"]]
+    for row in rows:  # explicit s, plain s, ratio
+        explicit, plain, ratio = float(row[4]), float(row[6]), float(row[8].rstrip("x"))
+        assert abs(plain / explicit - ratio) <= 0.06 * ratio + 0.05

@@ -19,6 +19,8 @@ import platform
 import torch
 from torch import Tensor, nn
 
+from ..models.small_maps import ExplicitPadConv2d
+
 _PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 #: ``platform.machine()`` names of x86 CPUs
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
@@ -112,10 +114,11 @@ class PrepackedConv2d(PackedWeightModule):
 
 
 def packable(module: nn.Module) -> bool:
-    """A plain ``nn.Conv2d`` (not a subclass) with numeric zero padding and float32/bfloat16 weights
+    """A plain ``nn.Conv2d`` (or its :class:`~segzoo.models.small_maps.ExplicitPadConv2d`, the same
+    layer outside autograd; no other subclass) with numeric zero padding and float32/bfloat16 weights
     on the CPU."""
     return (
-        type(module) is nn.Conv2d
+        type(module) in (nn.Conv2d, ExplicitPadConv2d)
         and module.padding_mode == "zeros"
         and not isinstance(module.padding, str)
         and module.weight.device.type == "cpu"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .._checks import check_bool, check_int
+from .small_maps import ExplicitPadConv2d, ExplicitPadConvTranspose2d
 
 #: A network body described as data: one entry per stage, holding the output width of each conv.
 Stages = Sequence[Sequence[int]]
@@ -19,7 +20,9 @@ class ConvBNReLU(nn.Sequential):
     ``groups`` as in ``nn.Conv2d`` (``groups=in_channels=out_channels``: one single-channel filter per
     map). ``transposed`` makes ``conv`` an ``nn.ConvTranspose2d`` (stride 1, same size): the same
     function family as a conv, kept for the weight layout (in, out, k, k) of Caffe's Deconvolution
-    layers, which DeconvNet's published weights use.
+    layers, which DeconvNet's published weights use. ``explicit_padding`` makes it the
+    :mod:`~segzoo.models.small_maps` layer of the same kind, whose CPU backward stays fast on maps
+    smaller than the kernel (DeconvNet's 4096-channel fc6 and deconv-fc6).
     """
 
     def __init__(
@@ -32,14 +35,18 @@ class ConvBNReLU(nn.Sequential):
         relu: bool = True,
         groups: int = 1,
         transposed: bool = False,
+        explicit_padding: bool = False,
     ) -> None:
         in_channels, out_channels = check_int("in_channels", in_channels, 1), check_int("out_channels", out_channels, 1)
         kernel_size = check_int("kernel_size", kernel_size, 1)
-        for name, value in (("batch_norm", batch_norm), ("bias", bias), ("relu", relu)):
+        for name, value in (("batch_norm", batch_norm), ("bias", bias), ("relu", relu), ("explicit_padding", explicit_padding)):
             check_bool(name, value)
         super().__init__()
         # bias kept by default even with BN: torchvision's vgg16_bn checkpoint has conv biases
-        conv = nn.ConvTranspose2d if transposed else nn.Conv2d
+        if explicit_padding:
+            conv = ExplicitPadConvTranspose2d if transposed else ExplicitPadConv2d
+        else:
+            conv = nn.ConvTranspose2d if transposed else nn.Conv2d
         self.conv = conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias, groups=groups)
         if batch_norm:
             self.bn = nn.BatchNorm2d(out_channels)

@@ -61,9 +61,10 @@ class DeconvNet(SegmentationModel):
         self.unpooling = unpooling
         self.encoder = VGGEncoder(in_channels, True, VGG16, ceil_mode=True)
         fc6_out, fc6_in, fc6_kernel = FC6_SHAPE[:3]
-        self.fc6 = ConvBNReLU(fc6_in, fc6_out, fc6_kernel)
+        # fc6 and deconv-fc6 keep a fast CPU backward on pool5 maps under 7 pixels (small_maps.py)
+        self.fc6 = ConvBNReLU(fc6_in, fc6_out, fc6_kernel, explicit_padding=True)
         self.fc7 = ConvBNReLU(FC7_SHAPE[1], FC7_SHAPE[0], 1)
-        self.deconv_fc6 = ConvBNReLU(FC7_SHAPE[0], fc6_in, fc6_kernel, transposed=True)
+        self.deconv_fc6 = ConvBNReLU(FC7_SHAPE[0], fc6_in, fc6_kernel, transposed=True, explicit_padding=True)
         self.decoder = make_stages(mirror(VGG16), VGG16[-1][-1], True, transposed=True)
         self.classifier = nn.Conv2d(VGG16[0][-1], num_classes, 1)
         load_vgg_backbone(

@@ -17,6 +17,7 @@ from ._inputs import check_images
 from .base import SegmentationModel
 from .registry import register_model
 from .score import ScoreConv2d
+from .small_maps import ExplicitPadConv2d
 from .vgg import FC6_SHAPE, FC7_SHAPE, VGG16, VGGEncoder
 from .weights import BackboneWeights, load_vgg_backbone
 
@@ -67,7 +68,8 @@ class _FCN(SegmentationModel):
         self.fixed_upsampling = fixed_upsampling
         caffe = geometry == "caffe"
         self.encoder = VGGEncoder(in_channels, batch_norm, VGG16, ceil_mode=True, first_padding=100 if caffe else None)
-        self.fc6 = nn.Conv2d(FC6_SHAPE[1], FC6_SHAPE[0], FC6_SHAPE[-1], padding=0 if caffe else FC6_SHAPE[-1] // 2)
+        # an nn.Conv2d whose CPU backward stays fast on pool5 maps under 7 pixels (small_maps.py)
+        self.fc6 = ExplicitPadConv2d(FC6_SHAPE[1], FC6_SHAPE[0], FC6_SHAPE[-1], padding=0 if caffe else FC6_SHAPE[-1] // 2)
         self.fc7 = nn.Conv2d(FC7_SHAPE[1], FC7_SHAPE[0], 1)
         self.drop6 = nn.Dropout(0.5)
         self.drop7 = nn.Dropout(0.5)
