@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = _command(commands, "demo", _demo, "train SegNet-Basic on the embedded synthetic shapes (CPU, ~2 minutes)")
     demo.add_argument("--out", default="segzoo-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--epochs", type=positive, default=8, help="default: %(default)s")
+    demo.add_argument("--epochs", type=positive, default=4, help="default: %(default)s")
     demo.add_argument("--images", type=positive, default=512, help="training images (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in --out")

@@ -7,7 +7,7 @@
 - in float32 on a CPU with AVX-512: channels_last (one SegNet-Basic SGD step, batch 2, 360x480, on
   an AVX-512 EPYC: 1.25x faster than NCHW);
 - in float32 on other CPUs: NCHW. On a 2-core AVX2 EPYC channels_last trained 1.11x slower for
-  SegNet-Basic at batch 16, 64x64 (the demo), 1.3-1.4x at batch 4, 360x480, and 1.5x for SegNet at
+  SegNet-Basic at batch 16, 64x64 (the demo's former batch), 1.3-1.4x at batch 4, 360x480, and 1.5x for SegNet at
   batch 2, 360x480 (``benchmarks/recipe_throughput.py``; README, Training).
 
 The choice changes speed, not results beyond rounding: convolutions sum in another order.
