@@ -202,7 +202,7 @@ def demo(
 
     The shapes carry per-class fill textures (``SyntheticShapes(class_textures=True)``): with the
     outline alone, two CPU minutes of SegNet-Basic reach only about 0.37 validation mIoU.
-    Batches of 4 (512 SGD steps in 4 epochs) reach in 140-160 s the mIoU that 8 epochs of batches
+    Batches of 4 (512 SGD steps in 4 epochs) reach in 140-162 s the mIoU that 8 epochs of batches
     of 16 reached in 300 s (0.84, 2-core AVX2 EPYC, float32). An ``out_dir`` holding an earlier
     run's checkpoints is refused unless ``overwrite``.
     """
