@@ -107,7 +107,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         ending, outcomes = _run_child(group, pyfuncitem.config.rootpath)
         _outcomes.update(outcomes)
         unreported = [other for other in group if other not in outcomes]
-        if unreported:  # the child ended inside the first of them; the rest get a child of their own
+        if unreported:  # the child ended inside the first of them; the rest go to a new child
             _crashes[unreported[0]] = ending
     if nodeid in _crashes:
         pytest.fail(f"isolated run of {nodeid} failed {_crashes.pop(nodeid)}", pytrace=False)
